@@ -1,0 +1,772 @@
+"""Reading chest CTs and their manual contours.
+
+``load_ct(path)`` takes a DICOM folder (searched recursively), a ``.zip`` of one, or an image file
+(NIfTI, NRRD, MHA/MHD) and returns a :class:`LoadedCT`: the scan in HU on a canonical LPS grid
+(see :mod:`lungseg.volume`), the grid it came on (to write results back), and what the folder
+held besides (other series, structure sets, segmentations).
+
+Contours: :func:`load_rtstruct`, :func:`load_seg` and :func:`load_label` each give a boolean mask
+on the canonical grid of a loaded CT.  Every refusal is a :class:`~lungseg.errors.InputError` or
+:class:`~lungseg.errors.ContourError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from .errors import ContourError, InputError
+from .volume import Grid, Volume
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+# Zip safety limits: a PACS export of one chest CT is well under these.
+ZIP_MAX_MEMBERS = 50_000
+ZIP_MAX_BYTES = 8 * 1024**3
+ZIP_MAX_RATIO = 200
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One series found in a DICOM folder (no patient identifiers)."""
+
+    series_uid: str
+    modality: str
+    n_files: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StructureSetRef:
+    """An RTSTRUCT found beside the CT."""
+
+    path: Path
+    frame_of_reference_uid: str
+    roi_names: tuple[str, ...]
+    references_ct: bool
+
+
+@dataclass(frozen=True)
+class SegRef:
+    """A DICOM SEG found beside the CT."""
+
+    path: Path
+    frame_of_reference_uid: str
+    segment_labels: tuple[str, ...]
+    references_ct: bool
+
+
+@dataclass
+class DicomSource:
+    """Where a DICOM CT came from, kept so exports can reference it."""
+
+    files: list[Path]  # sorted inferior → superior along the slice normal
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    sop_instance_uids: list[str]
+    sop_class_uid: str
+    headers: list[pydicom.Dataset] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class LoadedCT:
+    """A CT ready for processing: canonical HU volume + provenance."""
+
+    volume: Volume  # int16 HU, canonical LPS orientation
+    source_grid: Grid  # the grid of the input as stored (write results back onto it)
+    label: str  # the case's own label (folder/file name), never a patient identifier
+    info: dict  # scanner, slice thickness, … (no patient identifiers)
+    dicom: DicomSource | None = None
+    other_series: list[SeriesSummary] = field(default_factory=list)
+    structure_sets: list[StructureSetRef] = field(default_factory=list)
+    segmentations: list[SegRef] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def mask_to_source(self, mask: np.ndarray) -> sitk.Image:
+        """A canonical-grid mask (bool/uint8/float) as a SimpleITK image on the input's own grid."""
+        return to_source_grid(self.volume, mask, self.source_grid)
+
+    def roi_names(self) -> list[str]:
+        names: list[str] = []
+        for s in self.structure_sets:
+            if s.references_ct:
+                names += [n for n in s.roi_names if n not in names]
+        return names
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str | None = None) -> LoadedCT:
+    """Load a chest CT from a DICOM folder, a DICOM zip or an image file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    name = label or _case_label(p)
+    if p.is_dir():
+        return _load_dicom_folder(p, series_uid, name)
+    lower = p.name.lower()
+    if lower.endswith(".zip"):
+        return _load_dicom_folder(extract_zip(p), series_uid, name)
+    if lower.endswith(IMAGE_SUFFIXES):
+        return _load_image_file(p, name)
+    if lower.endswith(".dcm") or _is_dicom_file(p):
+        raise InputError(f"{p.name}: a single DICOM file is one slice; give the folder or zip of the whole series")
+    raise InputError(f"{p.name}: unknown format (expected a DICOM folder, .zip, .nii, .nii.gz, .nrrd, .mha or .mhd)")
+
+
+def _case_label(p: Path) -> str:
+    n = p.name
+    for s in (".nii.gz",) + IMAGE_SUFFIXES + (".zip",):
+        if n.lower().endswith(s):
+            return n[: -len(s)]
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# zip
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("LUNGSEG_CACHE", Path.home() / ".cache" / "lungseg"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _file_digest(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def extract_zip(path: Path) -> Path:
+    """Extract a DICOM zip safely into the cache (once per content) and return the folder."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path.name}: not a readable zip ({exc})") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if not members:
+            raise InputError(f"{path.name}: the zip is empty")
+        if len(members) > ZIP_MAX_MEMBERS:
+            raise InputError(f"{path.name}: {len(members)} files in the zip, more than the limit of {ZIP_MAX_MEMBERS}")
+        total = sum(m.file_size for m in members)
+        if total > ZIP_MAX_BYTES:
+            raise InputError(f"{path.name}: unpacks to {total / 1e9:.1f} GB, more than the limit of {ZIP_MAX_BYTES / 1e9:.0f} GB")
+        for m in members:
+            parts = Path(m.filename.replace("\\", "/")).parts
+            if m.filename.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", m.filename):
+                raise InputError(f"{path.name}: unsafe path in zip: {m.filename!r}")
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise InputError(f"{path.name}: the zip holds a symbolic link ({m.filename!r}); refused")
+            if m.compress_size and m.file_size / m.compress_size > ZIP_MAX_RATIO and m.file_size > 10_000_000:
+                raise InputError(f"{path.name}: {m.filename!r} compresses {m.file_size // m.compress_size}:1; refused as a zip bomb")
+        target = cache_dir() / "unzipped" / _file_digest(path)[:24]
+        if (target / ".complete").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=target.parent if target.parent.exists() else _mk(target.parent)))
+        try:
+            for m in members:
+                dest = tmp / Path(m.filename.replace("\\", "/"))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(m) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            (tmp / ".complete").touch()
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise InputError(f"{path.name}: the zip is damaged ({exc})") from None
+    return target
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM folder
+
+
+def _is_dicom_file(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
+    """Headers of every DICOM file under ``folder`` (recursively) and notes on skipped files."""
+    found: list[tuple[Path, pydicom.Dataset]] = []
+    skipped: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            p = Path(root) / name
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+            except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+                skipped.append(f"{p.name}: {type(exc).__name__}")
+                continue
+            if "SOPClassUID" not in ds and "Modality" not in ds:
+                skipped.append(f"{p.name}: not a DICOM object")
+                continue
+            found.append((p, ds))
+    return found, skipped
+
+
+def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> LoadedCT:
+    found, skipped = scan_dicom_folder(folder)
+    if not found:
+        raise InputError(f"{label}: no DICOM files found" + (f" ({len(skipped)} unreadable files)" if skipped else ""))
+
+    series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for p, ds in found:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
+
+    def modality(items):
+        return str(items[0][1].get("Modality", "?"))
+
+    summaries = [
+        SeriesSummary(uid, modality(items), len(items), str(items[0][1].get("SeriesDescription", "")))
+        for uid, items in series.items()
+    ]
+    image_series = {uid: items for uid, items in series.items() if modality(items) not in ("RTSTRUCT", "RTPLAN", "RTDOSE", "SEG", "RTRECORD", "SR", "PR", "KO", "REG")}
+    ct_series = {uid: items for uid, items in image_series.items() if modality(items) == "CT"}
+
+    if series_uid is not None:
+        if series_uid not in series:
+            listing = ", ".join(f"{s.series_uid} ({s.modality}, {s.n_files} files)" for s in summaries)
+            raise InputError(f"{label}: series {series_uid} not found; the folder holds: {listing}")
+        chosen_uid = series_uid
+        if modality(series[chosen_uid]) != "CT":
+            raise InputError(f"{label}: series {series_uid} is {modality(series[chosen_uid])}, not a CT")
+    else:
+        if not ct_series:
+            kinds = sorted({_describe_non_ct(items[0][1]) for items in image_series.values()} or {s.modality for s in summaries})
+            raise InputError(f"{label}: not a CT: the folder holds {', '.join(kinds)} and no CT series")
+        chosen_uid = max(ct_series, key=lambda u: len(ct_series[u]))
+
+    items = series[chosen_uid]
+    warnings: list[str] = []
+    if skipped:
+        warnings.append(f"{len(skipped)} non-DICOM or unreadable files were skipped")
+    others = [s for s in summaries if s.series_uid != chosen_uid]
+    n_ct = len(ct_series)
+    if n_ct > 1 and series_uid is None:
+        warnings.append(f"{n_ct} CT series in the folder; chose the one with most slices ({len(items)})")
+
+    source, geometry_notes = _sorted_ct_slices(items, label)
+    warnings += geometry_notes
+    image = _read_series_pixels(source, label)
+    hu = sitk.GetArrayFromImage(image)
+    image_hu = _hu_image(hu, image)
+    volume = _canonical(image_hu)
+
+    first = source.headers[0]
+    info = {
+        "source": "DICOM",
+        "modality": "CT",
+        "manufacturer": str(first.get("Manufacturer", "")),
+        "model": str(first.get("ManufacturerModelName", "")),
+        "slice_thickness_mm": _float_or_none(first.get("SliceThickness")),
+        "kvp": _float_or_none(first.get("KVP")),
+        "kernel": str(first.get("ConvolutionKernel", "")),
+        "series_description": str(first.get("SeriesDescription", "")),
+        "n_slices": len(source.files),
+    }
+    loaded = LoadedCT(volume, Grid.of(image_hu), label, info, source, others, warnings=warnings)
+    loaded.info.update(_geometry_info(loaded))
+
+    for p, ds in found:
+        mod = str(ds.get("Modality", ""))
+        for_uid = _referenced_frame_of_reference(ds)
+        if mod == "RTSTRUCT":
+            names = tuple(str(r.ROIName) for r in ds.get("StructureSetROISequence", []))
+            loaded.structure_sets.append(StructureSetRef(p, for_uid, names, for_uid == source.frame_of_reference_uid))
+        elif mod == "SEG":
+            labels = tuple(str(s.get("SegmentLabel", s.SegmentNumber)) for s in ds.get("SegmentSequence", []))
+            loaded.segmentations.append(SegRef(p, for_uid, labels, for_uid == source.frame_of_reference_uid))
+    return loaded
+
+
+def _describe_non_ct(ds: pydicom.Dataset) -> str:
+    mod = str(ds.get("Modality", "?"))
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop.startswith(SECONDARY_CAPTURE_PREFIX) or mod in ("OT", "SC"):
+        return f"{mod} (secondary capture)"
+    if mod in ("CR", "DX", "DR", "RG", "XA", "RF", "MG"):
+        return f"{mod} (X-ray)"
+    return mod
+
+
+def _float_or_none(v) -> float | None:
+    try:
+        return None if v is None or v == "" else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _referenced_frame_of_reference(ds: pydicom.Dataset) -> str:
+    if "FrameOfReferenceUID" in ds:
+        return str(ds.FrameOfReferenceUID)
+    for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
+        if "FrameOfReferenceUID" in ref:
+            return str(ref.FrameOfReferenceUID)
+    for roi in ds.get("StructureSetROISequence", []):
+        if "ReferencedFrameOfReferenceUID" in roi:
+            return str(roi.ReferencedFrameOfReferenceUID)
+    return ""
+
+
+def _sorted_ct_slices(items: list[tuple[Path, pydicom.Dataset]], label: str) -> tuple[DicomSource, list[str]]:
+    """Order slices along the slice normal and refuse stacks that would give a wrong volume."""
+    notes: list[str] = []
+    headers = [ds for _, ds in items]
+    first = headers[0]
+    sop_class = str(first.get("SOPClassUID", ""))
+    if sop_class == ENHANCED_CT_STORAGE or int(first.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputError(f"{label}: multi-frame (enhanced) CT is not supported; export the series as single-frame slices")
+
+    # the same SOP instance twice (a PACS export quirk) is harmless; keep one copy
+    seen: dict[str, int] = {}
+    unique: list[tuple[Path, pydicom.Dataset]] = []
+    for p, ds in items:
+        uid = str(ds.get("SOPInstanceUID", "") or p)
+        if uid in seen:
+            continue
+        seen[uid] = 1
+        unique.append((p, ds))
+    if len(unique) < len(items):
+        notes.append(f"{len(items) - len(unique)} duplicate copies of the same slice were ignored")
+    items = unique
+
+    if len(items) < 2:
+        raise InputError(f"{label}: the CT series has a single slice; a volume needs at least two")
+
+    for p, ds in items:
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+            if tag not in ds:
+                raise InputError(f"{label}: slice {p.name} lacks {tag}; cannot place it in space")
+
+    iop = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in items])
+    if np.abs(iop - iop[0]).max() > 1e-3:
+        raise InputError(f"{label}: mixed orientations in one series ({len(np.unique(iop.round(3), axis=0))} different ImageOrientationPatient values)")
+    row_dir, col_dir = iop[0, :3], iop[0, 3:]
+    normal = np.cross(row_dir, col_dir)
+    if abs(np.linalg.norm(normal) - 1) > 1e-2 or abs(row_dir @ col_dir) > 1e-2:
+        raise InputError(f"{label}: ImageOrientationPatient is not orthonormal")
+    axial_angle = np.degrees(np.arccos(min(1.0, abs(normal[2]))))
+    if axial_angle > 45:
+        raise InputError(f"{label}: not an axial series (slice normal {axial_angle:.0f}° from the body axis); lungseg reads axial CT")
+
+    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
+    if len(shapes) > 1:
+        raise InputError(f"{label}: slices of different sizes in one series: {sorted(shapes)}")
+    spacings = {tuple(round(float(v), 4) for v in ds.PixelSpacing) for _, ds in items}
+    if len(spacings) > 1:
+        raise InputError(f"{label}: slices with different pixel spacing in one series: {sorted(spacings)}")
+
+    ipp = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in items])
+    along = ipp @ normal
+    order = np.argsort(along, kind="stable")
+    ipp, along = ipp[order], along[order]
+    items = [items[i] for i in order]
+
+    tilt = float(first.get("GantryDetectorTilt", 0) or 0)
+    steps = np.diff(ipp, axis=0)
+    sideways = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
+    if abs(tilt) > 0.01 or sideways.max() > 0.01 * max(1.0, float(np.median(np.abs(steps @ normal)))):
+        angle = abs(tilt) if abs(tilt) > 0.01 else float(np.degrees(np.arctan2(sideways.max(), np.median(np.abs(steps @ normal)))))
+        raise InputError(f"{label}: gantry tilt of {angle:.1f}° (slices are sheared); resample the series to an untilted grid first")
+
+    dz = np.diff(along)
+    if np.any(dz < 1e-3):
+        k = int(np.argmin(dz))
+        raise InputError(f"{label}: duplicate slice position z = {along[k]:.2f} mm (two different slices at the same place)")
+    step = float(np.median(dz))
+    bad = np.abs(dz - step) > max(0.05, 0.02 * step)
+    if bad.any():
+        k = int(np.argmax(np.abs(dz - step)))
+        ratio = dz[k] / step
+        if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+            missing = int(round(ratio)) - 1
+            raise InputError(
+                f"{label}: missing slices: a gap of {dz[k]:.2f} mm between z = {along[k]:.2f} and {along[k + 1]:.2f} mm "
+                f"where the spacing is {step:.2f} mm ({missing} slice{'s' if missing > 1 else ''} missing)"
+            )
+        raise InputError(f"{label}: non-uniform slice spacing ({dz.min():.2f} to {dz.max():.2f} mm); resample it to a regular grid first")
+
+    files = [p for p, _ in items]
+    headers = [ds for _, ds in items]
+    source = DicomSource(
+        files=files,
+        series_uid=str(first.SeriesInstanceUID),
+        study_uid=str(first.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        sop_instance_uids=[str(ds.SOPInstanceUID) for ds in headers],
+        sop_class_uid=sop_class or CT_IMAGE_STORAGE,
+        headers=headers,
+    )
+    # geometry computed here, not taken from the reader, so it follows the validated order
+    source.__dict__["_geometry"] = (row_dir, col_dir, normal, ipp[0], step, [float(v) for v in first.PixelSpacing])
+    return source, notes
+
+
+def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in source.files])
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable pixel data"
+        raise InputError(f"{label}: a slice's pixel data is truncated or unreadable ({msg[:160]})") from None
+    n = len(source.files)
+    if image.GetSize()[2] != n:
+        raise InputError(f"{label}: read {image.GetSize()[2]} slices, expected {n}")
+    row_dir, col_dir, normal, origin, step, ps = source.__dict__["_geometry"]
+    image.SetOrigin(tuple(float(v) for v in origin))
+    image.SetSpacing((float(ps[1]), float(ps[0]), float(step)))
+    image.SetDirection(tuple(float(v) for v in np.stack([row_dir, col_dir, normal], axis=1).ravel()))
+    return image
+
+
+def _hu_image(hu: np.ndarray, like: sitk.Image) -> sitk.Image:
+    """Float HU → int16 HU image (values below −1024, e.g. outside the scan circle, set to −1024)."""
+    arr = np.clip(np.rint(hu), -1024, 32767).astype(np.int16)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(like)
+    return out
+
+
+def _canonical(image: sitk.Image) -> Volume:
+    """Reorient to LPS (a permutation/flip of axes, no interpolation)."""
+    d = np.asarray(image.GetDirection()).reshape(3, 3)
+    axis_aligned = np.allclose(np.abs(d), np.round(np.abs(d)), atol=1e-3)
+    if not axis_aligned:
+        angle = np.degrees(np.arccos(np.clip(np.abs(d).max(axis=0).min(), -1, 1)))
+        raise InputError(f"oblique image orientation ({angle:.1f}° off the patient axes); resample it to an axis-aligned grid first")
+    oriented = sitk.DICOMOrient(image, "LPS")
+    vol = Volume.from_sitk(oriented)
+    return Volume(vol.array, vol.spacing, vol.origin, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+
+
+def to_source_grid(volume: Volume, mask: np.ndarray, grid: Grid) -> sitk.Image:
+    """Put a canonical-grid array back onto the input's own grid (exact for axis permutations)."""
+    if mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the CT's {volume.shape}")
+    data = mask.astype(np.uint8) if mask.dtype == bool else mask
+    img = volume.to_sitk(data)
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(grid.direction)
+    back = sitk.DICOMOrient(img, code)
+    target = grid.empty_image(back.GetPixelID())
+    if Grid.of(back).matches(grid, tol_mm=1e-2):
+        back.CopyInformation(target)
+        return back
+    return sitk.Resample(back, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, back.GetPixelID())
+
+
+def _geometry_info(ct: LoadedCT) -> dict:
+    v = ct.volume
+    return {
+        "size_xyz": [int(s) for s in v.grid.size],
+        "spacing_mm": [round(s, 4) for s in v.spacing],
+        "slice_spacing_mm": round(v.spacing[2], 4),
+        "source_orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.source_grid.direction),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# image files
+
+
+def _load_image_file(path: Path, label: str) -> LoadedCT:
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        ncomp = reader.GetNumberOfComponents()
+        size = reader.GetSize()
+    except RuntimeError as exc:
+        raise InputError(f"{path.name}: not a readable image ({_first_line(exc)})") from None
+    if ncomp != 1:
+        raise InputError(f"{path.name}: a {ncomp}-channel image; a CT has one value per voxel")
+    if dim == 2 or (dim == 3 and size[2] == 1):
+        raise InputError(f"{path.name}: a single slice; a volume needs at least two")
+    if dim != 3:
+        raise InputError(f"{path.name}: a {dim}D image; expected a 3D CT volume")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{path.name}: the image data is truncated or unreadable ({_first_line(exc)})") from None
+    arr = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(arr.dtype, np.number) or arr.size == 0:
+        raise InputError(f"{path.name}: no numeric voxel data")
+    lo, hi = float(np.percentile(arr, 0.5)), float(np.percentile(arr, 99.5))
+    if lo > -200 or hi > 5000:
+        raise InputError(
+            f"{path.name}: values {lo:.0f} to {hi:.0f} do not look like CT Hounsfield units (air should be near −1000); "
+            "is it an MR or an unscaled image?"
+        )
+    hu_image = _hu_image(arr.astype(np.float32), image)
+    volume = _canonical(hu_image)
+    info = {"source": path.suffix.lstrip(".").upper() or "image", "modality": "CT (assumed)", "n_slices": volume.shape[0],
+            "slice_thickness_mm": round(volume.spacing[2], 4)}
+    loaded = LoadedCT(volume, Grid.of(image), label, info)
+    loaded.info.update(_geometry_info(loaded))
+    return loaded
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:160]
+
+
+# --------------------------------------------------------------------------------------------
+# contours
+
+
+def match_roi(names: list[str] | tuple[str, ...], wanted: str) -> list[str]:
+    """ROI names matching ``wanted``: exact, then ignoring case/spaces/underscores/hyphens, then glob."""
+    if wanted in names:
+        return [wanted]
+
+    def norm(s: str) -> str:
+        return re.sub(r"[\s_\-]+", "", s).lower()
+
+    hits = [n for n in names if norm(n) == norm(wanted)]
+    if hits:
+        return hits
+    if any(ch in wanted for ch in "*?["):
+        return [n for n in names if fnmatch.fnmatch(n.lower(), wanted.lower())]
+    return []
+
+
+def load_rtstruct(rtstruct: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, roi: str) -> np.ndarray:
+    """Rasterise ROI ``roi`` (a name or a glob such as ``GTV*``, union of matches) on the CT's grid.
+
+    Contours are placed by their z position in the frame of reference, not by the SOP Instance
+    UIDs they cite: archives that re-identify images and structure sets separately break those.
+    Filling uses the even-odd rule over all contours of a slice, so holes stay holes.
+    """
+    ds = rtstruct if isinstance(rtstruct, pydicom.Dataset) else _read_dicom(Path(rtstruct), "RTSTRUCT")
+    if str(ds.get("Modality", "")) != "RTSTRUCT":
+        raise ContourError(f"not an RTSTRUCT (modality {ds.get('Modality', '?')})")
+    for_uid = _referenced_frame_of_reference(ds)
+    if ct.dicom is not None and for_uid and ct.dicom.frame_of_reference_uid and for_uid != ct.dicom.frame_of_reference_uid:
+        raise ContourError("the RTSTRUCT references another frame of reference than this CT (another series or scan)")
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
+    wanted = match_roi(list(names.values()), roi)
+    if not wanted:
+        raise ContourError(f"ROI {roi!r} not found; the RTSTRUCT holds: {', '.join(names.values())}")
+    numbers = {n for n, name in names.items() if name in wanted}
+
+    vol = ct.volume
+    nz, ny, nx = vol.shape
+    polygons: dict[int, list[np.ndarray]] = {}
+    outside = 0
+    n_contours = 0
+    for rc in ds.get("ROIContourSequence", []):
+        if int(rc.ReferencedROINumber) not in numbers:
+            continue
+        for c in rc.get("ContourSequence", []):
+            if str(c.get("ContourGeometricType", "CLOSED_PLANAR")) not in ("CLOSED_PLANAR", "OPEN_NONPLANAR", "OPEN_PLANAR") :
+                continue
+            pts = np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+            if len(pts) < 3:
+                continue
+            n_contours += 1
+            idx = vol.physical_to_index(pts)  # [z, y, x]
+            kz = float(np.mean(idx[:, 0]))
+            k = int(round(kz))
+            if k < 0 or k >= nz or abs(kz - k) > 0.5:
+                outside += 1
+                continue
+            polygons.setdefault(k, []).append(idx[:, 1:])
+    if n_contours == 0:
+        raise ContourError(f"ROI {', '.join(wanted)} has no contours")
+    if outside == n_contours:
+        raise ContourError(f"every contour of ROI {', '.join(wanted)} lies outside the CT's slices (another scan?)")
+    mask = np.zeros(vol.shape, dtype=bool)
+    for k, polys in polygons.items():
+        mask[k] = fill_polygons_even_odd(polys, (ny, nx))
+    return mask
+
+
+def fill_polygons_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centres lie inside the polygons by the even-odd rule.
+
+    ``polygons`` are arrays of (y, x) vertex coordinates in pixel units (pixel centres at integers).
+    Scanline fill: every edge crossing of a pixel row toggles the inside state for the pixels to
+    its right; a cumulative sum modulo 2 gives the fill for all polygons at once.
+    """
+    ny, nx = shape
+    toggles = np.zeros((ny, nx + 1), dtype=np.int32)
+    for poly in polygons:
+        y0, x0 = poly[:, 0], poly[:, 1]
+        y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+        keep = y0 != y1
+        y0, x0, y1, x1 = y0[keep], x0[keep], y1[keep], x1[keep]
+        ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+        r0 = np.clip(np.ceil(ylo), 0, ny).astype(int)  # rows r with ylo <= r < yhi
+        r1 = np.clip(np.ceil(yhi), 0, ny).astype(int)
+        counts = np.maximum(r1 - r0, 0)
+        if counts.sum() == 0:
+            continue
+        edge = np.repeat(np.arange(len(y0)), counts)
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(r0, r1) if b > a])
+        t = (rows - y0[edge]) / (y1[edge] - y0[edge])
+        xs = x0[edge] + t * (x1[edge] - x0[edge])
+        cols = np.clip(np.floor(xs).astype(int) + 1, 0, nx)  # first pixel centre strictly right of the crossing
+        np.add.at(toggles, (rows, cols), 1)
+    return (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
+
+
+def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: str | int | None = None) -> np.ndarray:
+    """A DICOM SEG segment (by label or number; default: all segments) as a mask on the CT's grid."""
+    ds = seg if isinstance(seg, pydicom.Dataset) else _read_dicom(Path(seg), "SEG", pixels=True)
+    if str(ds.get("Modality", "")) != "SEG":
+        raise ContourError(f"not a DICOM SEG (modality {ds.get('Modality', '?')})")
+    for_uid = str(ds.get("FrameOfReferenceUID", ""))
+    if ct.dicom is not None and for_uid and ct.dicom.frame_of_reference_uid and for_uid != ct.dicom.frame_of_reference_uid:
+        raise ContourError("the SEG references another frame of reference than this CT (another series or scan)")
+    labels = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in ds.SegmentSequence}
+    if segment is None:
+        numbers = set(labels)
+    elif isinstance(segment, int) or str(segment).isdigit():
+        numbers = {int(segment)} & set(labels)
+    else:
+        numbers = {n for n, name in labels.items() if name in match_roi(list(labels.values()), str(segment))}
+    if not numbers:
+        raise ContourError(f"segment {segment!r} not found; the SEG holds: {', '.join(labels.values())}")
+
+    frames = ds.pixel_array
+    if frames.ndim == 2:
+        frames = frames[None]
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
+    ps = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    row_dir, col_dir = iop[:3], iop[3:]
+    vol = ct.volume
+    mask = np.zeros(vol.shape, dtype=bool)
+    rows_n, cols_n = frames.shape[1:]
+    rr, cc = np.mgrid[0:rows_n, 0:cols_n]
+    placed = 0
+    for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if number not in numbers:
+            continue
+        frame = frames[i] > 0
+        if not frame.any():
+            placed += 1
+            continue
+        pos = np.array([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
+        sel = frame
+        pts = pos + np.outer(cc[sel] * ps[1], row_dir) + np.outer(rr[sel] * ps[0], col_dir)
+        idx = vol.physical_to_index(pts)
+        ridx = np.rint(idx)
+        if np.abs(idx - ridx).max() > 0.1:
+            raise ContourError("the SEG's pixel grid does not match the CT's grid; resample it onto the CT first")
+        ridx = ridx.astype(int)
+        inside = np.all((ridx >= 0) & (ridx < np.array(vol.shape)), axis=1)
+        if not inside.all():
+            raise ContourError("the SEG extends outside the CT volume (another scan?)")
+        mask[ridx[:, 0], ridx[:, 1], ridx[:, 2]] = True
+        placed += 1
+    if placed == 0:
+        raise ContourError(f"segment {segment!r} has no frames")
+    return mask
+
+
+def load_label(path: str | os.PathLike, ct: LoadedCT, value: int | None = None) -> np.ndarray:
+    """A label image (NIfTI/NRRD/MHA) as a mask on the CT's grid: voxels == ``value`` or, by default, > 0."""
+    p = Path(path)
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise ContourError(f"{p.name}: not a readable label image ({_first_line(exc)})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ContourError(f"{p.name}: a label file must be a 3D single-channel image")
+    try:
+        oriented = sitk.DICOMOrient(image, "LPS")
+    except RuntimeError as exc:
+        raise ContourError(f"{p.name}: cannot orient the label image ({_first_line(exc)})") from None
+    vol = ct.volume
+    if not Grid.of(oriented).matches(vol.grid, tol_mm=0.05 * min(vol.spacing)):
+        # same patient space, other sampling: nearest-neighbour resampling onto the CT
+        ref = vol.to_sitk(np.zeros(vol.shape, np.uint8))
+        lo = np.array(oriented.TransformIndexToPhysicalPoint((0, 0, 0)))
+        hi = np.array(oriented.TransformIndexToPhysicalPoint([s - 1 for s in oriented.GetSize()]))
+        vlo, vhi = vol.index_to_physical([[0, 0, 0]])[0], vol.index_to_physical([[s - 1 for s in vol.shape]])[0]
+        overlap = np.all(np.minimum(np.maximum(lo, hi), vhi) >= np.maximum(np.minimum(lo, hi), vlo))
+        if not overlap:
+            raise ContourError(f"{p.name}: the label image does not overlap the CT in patient space (another scan?)")
+        oriented = sitk.Resample(oriented, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    arr = sitk.GetArrayFromImage(oriented)
+    mask = arr > 0 if value is None else arr == value
+    if value is not None and not mask.any():
+        present = [int(v) for v in np.unique(arr) if v != 0][:20]
+        raise ContourError(f"{p.name}: label value {value} not present (values: {present})")
+    return mask
+
+
+def _read_dicom(p: Path, what: str, pixels: bool = False) -> pydicom.Dataset:
+    if not p.exists():
+        raise ContourError(f"{p}: no such file")
+    try:
+        return pydicom.dcmread(p, stop_before_pixels=not pixels)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+        raise ContourError(f"{p.name}: not a readable DICOM {what} ({type(exc).__name__})") from None
+
+
+def find_structure_set(ct: LoadedCT) -> StructureSetRef | None:
+    """The RTSTRUCT beside the CT that references its frame of reference, if any."""
+    for s in ct.structure_sets:
+        if s.references_ct:
+            return s
+    return None
+
+
+def load_contour(path: str | os.PathLike, ct: LoadedCT, roi: str | None = None) -> np.ndarray:
+    """Any manual contour file (RTSTRUCT, SEG or label image) as a mask on the CT's grid."""
+    p = Path(path)
+    if p.name.lower().endswith(IMAGE_SUFFIXES):
+        return load_label(p, ct, None if roi is None or not str(roi).isdigit() else int(roi))
+    ds = _read_dicom(p, "contour")
+    mod = str(ds.get("Modality", ""))
+    if mod == "RTSTRUCT":
+        if roi is None:
+            raise ContourError(f"{p.name}: name the ROI to load; the RTSTRUCT holds: {', '.join(str(r.ROIName) for r in ds.StructureSetROISequence)}")
+        return load_rtstruct(ds, ct, roi)
+    if mod == "SEG":
+        return load_seg(_read_dicom(p, "SEG", pixels=True), ct, roi)
+    raise ContourError(f"{p.name}: a {mod or 'non-contour'} file, not an RTSTRUCT, SEG or label image")

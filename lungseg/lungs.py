@@ -1,0 +1,506 @@
+"""Classical lung-region isolation (seed section 3 and "Contributions").
+
+``isolate(ct)`` runs, in order, each step a named function below:
+
+1. :func:`body_and_couch`  — the CT couch is found and removed; the patient's body is kept.
+2. :func:`air_components` — air-filled connected volumes inside the body.
+3. :func:`grow_lungs`      — region growing and morphology: small vessels closed, adjacent
+   regions connected → the tight 3D binary **lungs** mask (trachea and main bronchi removed).
+4. :func:`spine_axis`      — the spine centre per axial slice: lung-window slice projected onto
+   the coronal plane, 7th-order moving average, S0 = mean of the first five lung slices, then
+   exponential smoothing S_t = α·x_t + (1 − α)·S_{t−1} with α = 0.3.
+5. :func:`mirror_about_axis` — the lungs mask halved and flipped about the sagittal plane through
+   the spine axis, united with itself.
+6. :func:`dilate_in_plane` — dilation with a circle of r = 5 mm.
+7. Every voxel outside the final **lung region** set to the normalised air value.
+
+Every length is in millimetres and converted with the scan's spacing.  A scan without a couch,
+two lungs or a spine in view does not fail: the result names each step it skipped and why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .harmonise import LUNG_WINDOW, MODEL_WINDOW, HUWindow, normalise
+from .volume import Volume, disk, mm_to_voxels
+
+
+@dataclass(frozen=True)
+class LungParams:
+    """Parameters of lung isolation. Lengths in mm, areas in mm², volumes in ml."""
+
+    body_threshold_hu: float = -500.0  # tissue vs air for the body outline
+    couch_gap_mm: float = 4.0  # an in-plane opening this wide separates body from couch
+    air_threshold_hu: float = -300.0  # lung parenchyma and airways lie below this
+    min_lung_ml: float = 30.0  # smaller air volumes are bowel gas, noise or outside air
+    second_lung_fraction: float = 0.05  # keep a separate air volume ≥ this share of the largest
+    max_pure_air_fraction: float = 0.15  # above this share of voxels < −980 HU a volume is gas, not lung
+    vessel_hole_mm2: float = 400.0  # in-plane holes up to this area (vessels, nodules) are filled
+    closing_mm: float = 2.0  # 3D closing radius connecting adjacent regions
+    airway_max_mm2: float = 1200.0  # a central air region up to this area is airway (larynx, trachea, bronchi)
+    airway_dilation_mm: float = 2.0  # the trachea mask grown by this before removal (its wall)
+    spine_filter_samples: int = 7  # the seed's "seventh-order moving average"
+    spine_start_slices: int = 5  # S0 = mean over the first five lung slices
+    spine_alpha: float = 0.3  # exponential smoothing weight
+    fill_concavities: bool = True  # per-slice convex hull of each lung before mirroring (region only)
+    margin_mm: float = 5.0  # the seed's circle kernel, r = 5
+    window: HUWindow = MODEL_WINDOW  # normalisation of the isolated image
+
+
+@dataclass
+class LungResult:
+    """Masks are boolean arrays ``[z, y, x]`` on the CT's canonical grid."""
+
+    lungs: np.ndarray  # tight lungs (before flip and dilation)
+    lung_region: np.ndarray  # final region: mirrored, united, dilated
+    isolated: Volume  # normalised CT, outside the region set to air
+    left_lung: np.ndarray  # patient left (+x in LPS)
+    right_lung: np.ndarray
+    body: np.ndarray
+    couch: np.ndarray
+    spine_x: np.ndarray  # spine-axis column per slice (NaN where not computed)
+    skipped: dict[str, str] = field(default_factory=dict)  # step → reason
+    params: LungParams = field(default_factory=LungParams)
+    seconds: dict[str, float] = field(default_factory=dict)
+    voxel_ml: float = 0.0
+
+    @property
+    def lung_volume_ml(self) -> tuple[float, float]:
+        """(left, right) lung volumes in ml."""
+        return float(self.left_lung.sum() * self.voxel_ml), float(self.right_lung.sum() * self.voxel_ml)
+
+    @property
+    def region_volume_ml(self) -> float:
+        return float(self.lung_region.sum() * self.voxel_ml)
+
+    def summary(self) -> str:
+        left, right = self.lung_volume_ml
+        text = f"lungs L {left:.0f} ml, R {right:.0f} ml; lung region {self.region_volume_ml:.0f} ml"
+        if self.skipped:
+            text += "; skipped: " + "; ".join(f"{k} ({v})" for k, v in self.skipped.items())
+        return text
+
+    def as_dict(self) -> dict:
+        left, right = self.lung_volume_ml
+        return {
+            "left_lung_ml": round(left, 1),
+            "right_lung_ml": round(right, 1),
+            "lung_region_ml": round(self.region_volume_ml, 1),
+            "skipped": dict(self.skipped),
+            "params": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(self.params).items()},
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# 1. body and couch
+
+
+def _largest_component(mask: np.ndarray, structure=None) -> np.ndarray:
+    labels, n = ndi.label(mask, structure=structure)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
+
+
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    out = np.empty_like(mask)
+    for k in range(mask.shape[0]):
+        out[k] = ndi.binary_fill_holes(mask[k])
+    return out
+
+
+def body_and_couch(hu: np.ndarray, spacing_zyx, params: LungParams = LungParams()) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The patient's body (holes filled per slice) and the CT couch beneath it.
+
+    Works on a ~2 mm in-plane grid (the body outline needs no more).  Tissue denser than
+    ``body_threshold_hu`` is opened in-plane with a disk of ``couch_gap_mm`` so that thin couch
+    shells and pads touching the back come apart; the largest 3D component is the body.  Dense
+    structures left outside it, below the body and wide across the image, are the couch.
+    Returns full-resolution (body, couch, reason the couch step found nothing or None).
+    """
+    sy, sx = spacing_zyx[1], spacing_zyx[2]
+    step = max(1, int(round(2.0 / min(sy, sx))))
+    dense_full = hu > params.body_threshold_hu
+    dense = np.ascontiguousarray(dense_full[:, ::step, ::step])
+    cy, cx = sy * step, sx * step
+    se = disk(params.couch_gap_mm, (cy, cx))[None]
+    body = _largest_component(ndi.binary_opening(dense, structure=se))
+    if not body.any():
+        empty = np.zeros_like(dense_full)
+        return empty, empty.copy(), "no body found"
+    # give back what the opening shaved off the body's own edge, but nothing across the gap
+    body = ndi.binary_dilation(body, structure=se) & dense
+    body = _fill_holes_per_slice(body)
+
+    labels, n = ndi.label(dense & ~ndi.binary_dilation(body, structure=disk(cx, (cy, cx))[None]))
+    couch = np.zeros_like(body)
+    if n:
+        body_rows = np.nonzero(body.any(axis=(0, 2)))[0]
+        body_centre_row = body_rows.mean()
+        width = dense.shape[2]
+        for i, sl in enumerate(ndi.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            rows, cols = sl[1], sl[2]
+            wide = (cols.stop - cols.start) > 0.25 * width
+            flat = (rows.stop - rows.start) * cy < 0.5 * (cols.stop - cols.start) * cx
+            below = (rows.start + rows.stop) / 2 > body_centre_row
+            if wide and flat and below:
+                couch |= labels == i
+    # back to full resolution; the body is eroded by one coarse pixel so no air outside the skin
+    # is taken for air inside the body
+    body_inner = ndi.binary_erosion(body, structure=np.ones((1, 3, 3), bool))
+    full_body = _upsample(body_inner, step, hu.shape)
+    full_couch = _upsample(couch, step, hu.shape) & dense_full
+    reason = None if couch.any() else "no couch in view"
+    return full_body, full_couch, reason
+
+
+def _upsample(mask: np.ndarray, step: int, shape) -> np.ndarray:
+    if step == 1:
+        return mask
+    out = np.repeat(np.repeat(mask, step, axis=1), step, axis=2)
+    return out[:, : shape[1], : shape[2]]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. air-filled connected volumes
+
+
+def air_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float, params: LungParams = LungParams()) -> tuple[np.ndarray, str | None]:
+    """Air-filled connected volumes inside the body that are lung.
+
+    Lung parenchyma is air with tissue in it: almost none of its voxels read as pure air, while
+    bowel and stomach gas (and air outside the patient) do, so a volume with more than
+    ``max_pure_air_fraction`` of voxels below −980 HU is gas, not lung.  Of the lung-like volumes
+    the largest is kept, and any other of at least ``second_lung_fraction`` of it (the other lung
+    when the two do not touch) and at least ``min_lung_ml``.
+    """
+    air = (hu < params.air_threshold_hu) & body
+    labels, n = ndi.label(air)
+    if n == 0:
+        return np.zeros_like(air), "no air inside the body"
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
+    sizes[0] = 0
+    big = np.nonzero(sizes * voxel_ml >= params.min_lung_ml)[0]
+    if len(big) == 0:
+        return np.zeros_like(air), f"largest air volume {sizes.max() * voxel_ml:.0f} ml is below {params.min_lung_ml:.0f} ml"
+    pure = np.bincount(labels[hu < -980].ravel(), minlength=n + 1)
+    lung_like = [i for i in big if pure[i] / sizes[i] <= params.max_pure_air_fraction]
+    if not lung_like:
+        return np.zeros_like(air), "the air volumes inside the body are gas (bowel, stomach), not lung"
+    largest = max(sizes[i] for i in lung_like)
+    keep = [i for i in lung_like if sizes[i] >= params.second_lung_fraction * largest]
+    lut = np.zeros(n + 1, dtype=bool)
+    lut[keep] = True
+    return lut[labels], None
+
+
+# --------------------------------------------------------------------------------------------
+# 3. region growing and morphology
+
+
+def remove_airways(candidates: np.ndarray, body: np.ndarray, spacing_zyx, params: LungParams = LungParams()) -> tuple[np.ndarray, np.ndarray]:
+    """Trachea and main bronchi, grown down from the apex while the airway stays small.
+
+    On the most superior slice with air the airway is the air region near the body's centre line;
+    it is followed slice by slice through overlap (region growing) until it runs into a
+    lung-sized region.  Returns (lungs without airways, airway mask).
+    """
+    sy, sx = spacing_zyx[1], spacing_zyx[2]
+    max_px = params.airway_max_mm2 / (sy * sx)
+    airway = np.zeros_like(candidates)
+    zs = np.nonzero(candidates.any(axis=(1, 2)))[0]
+    previous = None
+    for k in zs[::-1]:  # superior → inferior
+        labels, n = ndi.label(candidates[k])
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        if previous is None:
+            cols = np.nonzero(body[k].any(axis=0))[0]
+            centre, width = (cols[0] + cols[-1]) / 2, cols[-1] - cols[0]
+            centres = ndi.center_of_mass(candidates[k], labels, range(1, n + 1))
+            chosen = [i + 1 for i, c in enumerate(centres) if abs(c[1] - centre) < 0.1 * width]
+        else:
+            chosen = [t for t in np.unique(labels[previous]) if t > 0]
+        if not chosen or sizes[chosen].sum() > max_px:
+            break  # no airway here, or it has entered a lung
+        current = np.isin(labels, chosen)
+        airway[k] = current
+        previous = current
+    if airway.any():
+        grown = ndi.binary_dilation(airway, structure=disk(params.airway_dilation_mm, (sy, sx))[None])
+        return candidates & ~grown, airway
+    return candidates, airway
+
+
+def grow_lungs(candidates: np.ndarray, spacing_zyx, params: LungParams = LungParams()) -> np.ndarray:
+    """Morphology on the air candidates: a 3D closing of ``closing_mm`` connects adjacent regions
+    and in-plane holes up to ``vessel_hole_mm2`` (vessels, small nodules) are filled."""
+    if not candidates.any():
+        return candidates
+    sz, sy, sx = spacing_zyx
+    box = _bbox(candidates, pad=(2, mm_to_voxels(params.closing_mm, sy) + 2, mm_to_voxels(params.closing_mm, sx) + 2))
+    sub = candidates[box]
+    r = params.closing_mm
+    ball = _ellipsoid(r, (sz, sy, sx))
+    closed = ndi.binary_closing(sub, structure=ball) | sub
+    max_hole_px = params.vessel_hole_mm2 / (sy * sx)
+    for k in range(closed.shape[0]):
+        s = closed[k]
+        if not s.any():
+            continue
+        holes = ndi.binary_fill_holes(s) & ~s
+        if holes.any():
+            labels, n = ndi.label(holes)
+            sizes = np.bincount(labels.ravel())
+            small = np.nonzero(sizes <= max_hole_px)[0]
+            small = small[small > 0]
+            if len(small):
+                closed[k] |= np.isin(labels, small)
+    out = np.zeros_like(candidates)
+    out[box] = closed
+    return out
+
+
+def _ellipsoid(radius_mm: float, spacing_zyx) -> np.ndarray:
+    r = [max(radius_mm / s, 0.5) for s in spacing_zyx]
+    n = [int(np.floor(v)) for v in r]
+    zz, yy, xx = np.mgrid[-n[0] : n[0] + 1, -n[1] : n[1] + 1, -n[2] : n[2] + 1]
+    return (zz / r[0]) ** 2 + (yy / r[1]) ** 2 + (xx / r[2]) ** 2 <= 1.0
+
+
+def _bbox(mask: np.ndarray, pad=(0, 0, 0)) -> tuple[slice, slice, slice]:
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.nonzero(mask.any(axis=other))[0]
+        lo = max(0, int(idx[0]) - pad[axis])
+        hi = min(mask.shape[axis], int(idx[-1]) + 1 + pad[axis])
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+def split_left_right(lungs: np.ndarray, spine_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) lungs: patient left is +x in LPS, so columns right of the spine axis."""
+    nz, ny, nx = lungs.shape
+    cols = np.arange(nx)[None, None, :]
+    axis = np.where(np.isnan(spine_x), nx / 2.0, spine_x)[:, None, None]
+    left = lungs & (cols > axis)
+    return left, lungs & ~left
+
+
+# --------------------------------------------------------------------------------------------
+# 4. spine axis
+
+
+def spine_axis(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, params: LungParams = LungParams()) -> tuple[np.ndarray, str | None]:
+    """Spine-centre column per slice (NaN outside the lung slices), or (all NaN, reason).
+
+    Each lung slice in the seed's lung window (W1500/L−600) is projected onto the coronal plane,
+    i.e. summed along y, over the body behind the lungs' mid-line where the vertebra lies (so the
+    heart does not pull the maximum); the profile is smoothed by a ``spine_filter_samples``-point moving
+    average and the middle of its maximum plateau near the body's centre is the slice's spine point.
+    """
+    nz, ny, nx = hu.shape
+    axis = np.full(nz, np.nan)
+    zs = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if len(zs) < params.spine_start_slices:
+        return axis, f"only {len(zs)} lung slices (the start point needs {params.spine_start_slices})"
+    points = np.full(nz, np.nan)
+    kernel = np.ones(params.spine_filter_samples) / params.spine_filter_samples
+    for k in zs:
+        b = body[k]
+        rows = np.nonzero(b.any(axis=1))[0]
+        cols = np.nonzero(b.any(axis=0))[0]
+        if len(rows) == 0:
+            continue
+        if cols[0] <= 2 or cols[-1] >= nx - 3 or rows[0] <= 2 or rows[-1] >= ny - 3:
+            continue  # body cut by the field of view: no reliable centre
+        lung_rows = np.nonzero(lungs[k].any(axis=1))[0]
+        mid_row = int(round(lung_rows.mean())) if len(lung_rows) else (rows[0] + rows[-1]) // 2
+        slab = normalise(hu[k, mid_row : rows[-1] + 1], LUNG_WINDOW) * b[mid_row : rows[-1] + 1]
+        bone = hu[k, mid_row : rows[-1] + 1] > 200
+        if bone.sum() == 0:
+            continue
+        profile = np.convolve(slab.sum(axis=0), kernel, mode="same")
+        centre = (cols[0] + cols[-1]) / 2
+        half = 0.2 * (cols[-1] - cols[0])
+        lo, hi = int(max(0, centre - half)), int(min(nx, centre + half + 1))
+        band = profile[lo:hi]
+        peak = int(np.argmax(band))
+        # the maximum is a plateau (paraspinal muscle and bone both saturate the lung window):
+        # take the middle of the plateau run around the peak
+        top = band >= band[peak] - 0.02 * abs(band[peak])
+        a = peak
+        while a > 0 and top[a - 1]:
+            a -= 1
+        b = peak
+        while b < len(band) - 1 and top[b + 1]:
+            b += 1
+        points[k] = lo + (a + b) / 2.0
+    valid = zs[~np.isnan(points[zs])]
+    if len(valid) < params.spine_start_slices:
+        return axis, "spine not in view (body cut by the field of view or no bone behind the lungs)"
+    s = float(np.mean(points[valid[: params.spine_start_slices]]))  # S0
+    for k in range(valid[0], zs[-1] + 1):
+        if not np.isnan(points[k]):
+            s = params.spine_alpha * points[k] + (1 - params.spine_alpha) * s
+        axis[k] = s
+    return axis, None
+
+
+# --------------------------------------------------------------------------------------------
+# 5. mirror, 6. dilate
+
+
+def mirror_about_axis(mask: np.ndarray, spine_x: np.ndarray) -> np.ndarray:
+    """``mask`` united with its mirror image about the sagittal plane x = spine_x[z] of each slice."""
+    out = mask.copy()
+    nx = mask.shape[2]
+    cols = np.arange(nx)
+    for k in np.nonzero(~np.isnan(spine_x) & mask.any(axis=(1, 2)))[0]:
+        src = np.rint(2 * spine_x[k] - cols).astype(int)
+        valid = (src >= 0) & (src < nx)
+        out[k][:, valid] |= mask[k][:, src[valid]]
+    return out
+
+
+def dilate_in_plane(mask: np.ndarray, radius_mm: float, spacing_zyx) -> np.ndarray:
+    """Dilation of each axial slice by a circle of ``radius_mm``."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    se = disk(radius_mm, (spacing_zyx[1], spacing_zyx[2]))
+    pad = (0, se.shape[0] // 2 + 1, se.shape[1] // 2 + 1)
+    box = _bbox(mask, pad=pad)
+    out = np.zeros_like(mask)
+    out[box] = ndi.binary_dilation(mask[box], structure=se[None])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the whole pipeline
+
+
+def field_of_view_cut(body: np.ndarray) -> float:
+    """Share of body slices where the body reaches the image edge (a cropped scan)."""
+    zs = np.nonzero(body.any(axis=(1, 2)))[0]
+    if len(zs) == 0:
+        return 0.0
+    edge = body[zs][:, :, :3].any(axis=(1, 2)) | body[zs][:, :, -3:].any(axis=(1, 2)) | body[zs][:, :3, :].any(axis=(1, 2))
+    return float(edge.mean())
+
+
+def fill_concavities(lung: np.ndarray) -> np.ndarray:
+    """Each slice of one lung filled to its convex hull.
+
+    A tumour at the hilum or against the chest wall sits in a concavity of the aerated lung; the
+    hull brings it inside the region (the seed's mirroring does the same for tumours the other
+    lung's shape covers).  Used for the region only, never for the tight lungs.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    from .io import fill_polygons_even_odd
+
+    out = lung.copy()
+    for k in np.nonzero(lung.any(axis=(1, 2)))[0]:
+        edge = lung[k] & ~ndi.binary_erosion(lung[k])
+        pts = np.argwhere(edge).astype(float)
+        if len(pts) < 3:
+            continue
+        try:
+            hull = ConvexHull(pts)
+        except QhullError:
+            continue
+        out[k] |= fill_polygons_even_odd([pts[hull.vertices]], lung.shape[1:])
+    return out
+
+
+def isolate(ct: Volume, params: LungParams = LungParams()) -> LungResult:
+    """Lungs, lung region and the lung-isolated normalised CT of a canonical HU volume."""
+    if not ct.is_canonical:
+        raise ValueError("isolate() needs a canonical (LPS) volume as load_ct gives")
+    hu_full = ct.array
+    spacing = ct.spacing_zyx
+    voxel_ml = ct.voxel_volume_ml
+    skipped: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name):
+        nonlocal t
+        now = time.perf_counter()
+        seconds[name] = now - t
+        t = now
+
+    body_full, couch, why = body_and_couch(hu_full, spacing, params)
+    if why:
+        skipped["couch removal"] = why
+    cut = field_of_view_cut(body_full)
+    if cut > 0.5:
+        skipped["whole thorax"] = (f"the field of view cuts through the body on {cut:.0%} of slices; "
+                                   "lung open to the image edge is not found")
+    lap("body_and_couch")
+    shape = hu_full.shape
+    lungs_full = np.zeros(shape, dtype=bool)
+    region_full = np.zeros(shape, dtype=bool)
+    spine_full = np.full(shape[0], np.nan)
+    if body_full.any():
+        # everything after the body outline works inside the body's bounding box
+        margin = mm_to_voxels(params.margin_mm, min(spacing[1:])) + 2
+        box = _bbox(body_full, pad=(0, margin, margin))
+        hu, body = hu_full[box], body_full[box]
+        candidates, why = air_components(hu, body, voxel_ml, params)
+        if why:
+            skipped["lungs"] = why
+        lap("air_components")
+        lungs, airway = remove_airways(candidates, body, spacing, params)
+        if not airway.any() and candidates.any():
+            skipped["airway removal"] = "no airway found at the top of the lungs (trachea out of view or separate)"
+        lungs = grow_lungs(lungs, spacing, params) & body
+        lap("grow_lungs")
+        spine_x, why = spine_axis(hu, lungs, body, params)
+        lap("spine_axis")
+        if why:
+            skipped["spine axis"] = why
+            skipped["mirroring"] = "needs the spine axis"
+            mirrored = lungs
+        else:
+            mirrored = mirror_about_axis(lungs, spine_x) & body
+        lap("mirror")
+        if params.fill_concavities:
+            left, right = split_left_right(mirrored, spine_x)
+            mirrored = (fill_concavities(left) | fill_concavities(right)) & body
+        lap("fill_concavities")
+        region = dilate_in_plane(mirrored, params.margin_mm, spacing)
+        lap("dilate")
+        lungs_full[box] = lungs
+        region_full[box] = region
+        spine_full = spine_x + box[2].start
+    left, right = split_left_right(lungs_full, spine_full)
+    if lungs_full.any() and (left.sum() * voxel_ml < params.min_lung_ml or right.sum() * voxel_ml < params.min_lung_ml):
+        skipped.setdefault("two lungs", f"only the {'left' if left.sum() > right.sum() else 'right'} lung in view")
+    isolated = normalise(hu_full, params.window)
+    isolated[~region_full] = params.window.air_value
+    lap("isolate")
+    return LungResult(
+        lungs=lungs_full,
+        lung_region=region_full,
+        isolated=ct.with_array(isolated),
+        left_lung=left,
+        right_lung=right,
+        body=body_full,
+        couch=couch,
+        spine_x=spine_full,
+        skipped=skipped,
+        params=params,
+        seconds=seconds,
+        voxel_ml=voxel_ml,
+    )
