@@ -1,0 +1,175 @@
+"""Tumour segmentation: the slice-wise 2D U-Net applied to axial lung-isolated slices.
+
+Preprocessing (shared by training and inference, :func:`prepare_slices`): the lung-isolated,
+normalised CT (outside the lung region = air), cropped in-plane to the lung region's bounding box
+and resampled in-plane to ``in_plane_mm`` (default 1 mm); only slices that hold lung region are
+used.  :class:`TumourPredictor` loads the model once and is reused (one per process in the app).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from .errors import LungsegError
+from .lungs import LungResult
+from .volume import Volume
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = MODELS_DIR / "lungseg_unet.pt"
+
+
+@dataclass
+class SliceStack:
+    """Model-ready slices of one scan and how to put predictions back."""
+
+    images: np.ndarray  # float32 [n, h, w] in [0, 1]
+    masks: np.ndarray | None  # bool [n, h, w] (training), or None
+    slices: np.ndarray  # the axial indices of the n slices in the full volume
+    box: tuple[slice, slice]  # (y, x) crop of the full slice
+    zoom: tuple[float, float]  # full-grid pixel → model-grid pixel factors (y, x)
+
+
+def prepare_slices(ct: Volume, lungs: LungResult, mask: np.ndarray | None = None, in_plane_mm: float = 1.0) -> SliceStack:
+    """Lung-isolated slices cropped to the lung region and resampled to ``in_plane_mm`` pixels."""
+    region = lungs.lung_region
+    slices = np.nonzero(region.any(axis=(1, 2)))[0]
+    if len(slices) == 0:
+        empty = np.zeros((0, 16, 16), np.float32)
+        return SliceStack(empty, None if mask is None else empty.astype(bool), slices, (slice(0, 0), slice(0, 0)), (1.0, 1.0))
+    ys = np.nonzero(region.any(axis=(0, 2)))[0]
+    xs = np.nonzero(region.any(axis=(0, 1)))[0]
+    box = (slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
+    sy, sx = ct.spacing[1], ct.spacing[0]
+    zoom = (sy / in_plane_mm, sx / in_plane_mm)
+    iso = lungs.isolated.array[slices][:, box[0], box[1]]
+    images = ndi.zoom(iso, (1, zoom[0], zoom[1]), order=1, prefilter=False).astype(np.float32)
+    out_mask = None
+    if mask is not None:
+        m = mask[slices][:, box[0], box[1]].astype(np.float32)
+        out_mask = ndi.zoom(m, (1, zoom[0], zoom[1]), order=1, prefilter=False) >= 0.5
+    return SliceStack(images, out_mask, slices, box, zoom)
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # bool [z, y, x] on the CT's canonical grid
+    probability: np.ndarray  # float32 [z, y, x]
+    seconds: dict[str, float] = field(default_factory=dict)
+    slices_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    threshold: float = 0.5
+    min_volume_ml: float = 0.1  # smaller components are noise
+    min_inside_region: float = 0.5  # a component mostly outside the lung region is dropped
+    keep_largest: bool = False  # the paper kept only the largest lesion; default keeps all
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LungsegError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+class TumourPredictor:
+    """A loaded U-Net, reused for every scan (load once per process)."""
+
+    def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", batch_size: int = 16):
+        from .unet import load_model
+
+        path = Path(model_path)
+        if not path.exists():
+            raise LungsegError(f"model file {path} not found")
+        self.device = resolve_device(device)
+        try:
+            self.model, self.meta = load_model(path, self.device)
+        except Exception as exc:  # torch raises pickle, zip and key errors for foreign files
+            raise LungsegError(f"{path.name}: not a lungseg model ({type(exc).__name__})") from None
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.in_plane_mm = float(self.meta.get("in_plane_mm", 1.0))
+        self.version = f"{path.stem}-{self.meta.get('version', 'dev')}"
+        self.batch_size = batch_size
+        self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
+
+    def tumour_probability(self, stack: SliceStack) -> np.ndarray:
+        """Sigmoid output on the model grid, [n, h, w] float32."""
+        from .unet import crop_to_size, pad_to_multiple
+
+        out = np.zeros(stack.images.shape, np.float32)
+        amp = self.device.type == "cuda"
+        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        with torch.inference_mode():
+            for start in range(0, len(stack.images), self.batch_size):
+                batch = torch.from_numpy(stack.images[start : start + self.batch_size, None]).to(self.device)
+                batch, size = pad_to_multiple(batch, self.multiple, 0.0)
+                if amp:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast("cuda", dtype=dtype):
+                        logits = self.model(batch)
+                else:
+                    logits = self.model(batch)
+                prob = torch.sigmoid(crop_to_size(logits.float(), size))[:, 0]
+                out[start : start + len(prob)] = prob.cpu().numpy()
+        return out
+
+    def predict(self, ct: Volume, lungs: LungResult, post: PostProcess = PostProcess()) -> Prediction:
+        t0 = time.perf_counter()
+        stack = prepare_slices(ct, lungs, in_plane_mm=self.in_plane_mm)
+        t1 = time.perf_counter()
+        probability = np.zeros(ct.shape, np.float32)
+        if len(stack.slices):
+            prob = self.tumour_probability(stack)
+            t2 = time.perf_counter()
+            h = stack.box[0].stop - stack.box[0].start
+            w = stack.box[1].stop - stack.box[1].start
+            back = ndi.zoom(prob, (1, h / prob.shape[1], w / prob.shape[2]), order=1, prefilter=False)
+            probability[stack.slices[:, None, None], np.arange(stack.box[0].start, stack.box[0].stop)[None, :, None],
+                        np.arange(stack.box[1].start, stack.box[1].stop)[None, None, :]] = back[:, :h, :w]
+        else:
+            t2 = t1
+        mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post)
+        t3 = time.perf_counter()
+        n = len(stack.slices)
+        return Prediction(mask, probability, {"prepare": t1 - t0, "unet": t2 - t1, "postprocess": t3 - t2},
+                          n / max(t2 - t1, 1e-9))
+
+
+def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
+    """Threshold, then drop components under ``min_volume_ml`` or mostly outside the lung region."""
+    mask = probability >= post.threshold
+    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    inside = np.bincount(labels[region].ravel(), minlength=n + 1)
+    keep = (sizes * voxel_ml >= post.min_volume_ml) & (inside >= post.min_inside_region * sizes)
+    keep[0] = False
+    if post.keep_largest and keep.any():
+        best = int(np.argmax(np.where(keep, sizes, 0)))
+        keep[:] = False
+        keep[best] = True
+    return keep[labels]
+
+
+_default: TumourPredictor | None = None
+
+
+def load_default_predictor(device: str = "auto") -> TumourPredictor:
+    """The shipped model (``models/lungseg_unet.pt``), loaded once per process."""
+    global _default
+    if _default is None:
+        if not DEFAULT_MODEL.exists():
+            raise LungsegError(f"no shipped model at {DEFAULT_MODEL}")
+        _default = TumourPredictor(DEFAULT_MODEL, device)
+    return _default

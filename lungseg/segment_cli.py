@@ -1,0 +1,136 @@
+"""CLI commands ``segment``, ``train`` and ``evaluate`` (each wraps library calls)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LungsegError
+
+
+def cmd_segment(args) -> int:
+    import SimpleITK as sitk
+
+    from .io import load_ct
+    from .lesions import lesion_table
+    from .lungs import isolate
+    from .segment import DEFAULT_MODEL, PostProcess, TumourPredictor
+
+    t0 = time.perf_counter()
+    predictor = TumourPredictor(args.model or DEFAULT_MODEL, args.device)
+    loaded = load_ct(args.input, series_uid=args.series)
+    t1 = time.perf_counter()
+    lungs = isolate(loaded.volume)
+    t2 = time.perf_counter()
+    pred = predictor.predict(loaded.volume, lungs, PostProcess(threshold=args.threshold, min_volume_ml=args.min_volume_ml,
+                                                               keep_largest=args.keep_largest))
+    t3 = time.perf_counter()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(loaded.mask_to_source(pred.mask), args.out, useCompression=True)
+    if args.prob_out:
+        sitk.WriteImage(loaded.mask_to_source(pred.probability.astype(np.float32)), args.prob_out, useCompression=True)
+    lesions = lesion_table(pred.mask, loaded.volume, lungs.spine_x)
+    t4 = time.perf_counter()
+    total = sum(l["volume_ml"] for l in lesions)
+    print(f"{loaded.label}: {len(lesions)} lesion(s), {total:.1f} ml; load {t1 - t0:.2f} s, lungs {t2 - t1:.2f} s, "
+          f"U-Net {t3 - t2:.2f} s ({pred.slices_per_second:.0f} slices/s on {predictor.device}), write {t4 - t3:.2f} s")
+    for l in lesions:
+        print(f"  lesion {l['lesion']}: {l['volume_ml']:.1f} ml, {l['longest_axial_diameter_mm']:.0f} mm, "
+              f"slices {l['first_slice']}-{l['last_slice']}, {l['side']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
+    from .train import TrainConfig, plot_history, train
+    from .unet import UNetConfig
+
+    cases, ids = [], []
+    for root in args.data or []:
+        for ref in discover(root, args.roi):
+            if ref.case_id in (args.exclude or []):
+                continue
+            stack, ct, _ = load_case_slices(ref)
+            cases.append((stack.images, stack.masks))
+            ids.append(ref.case_id)
+            for j, s in enumerate(real_with_synthetic_tumours(ct, args.synthetic_per_real, seed=len(ids))):
+                cases.append((s.images, s.masks))
+                ids.append(f"{ref.case_id}+synthetic-{j}")
+    for cid, s in synthetic_cases(args.synthetic, seed=args.seed):
+        cases.append((s.images, s.masks))
+        ids.append(cid)
+    if not cases:
+        raise LungsegError("no training cases: give --data folders or --synthetic N")
+    val_cases = [c for c, i in zip(cases, ids) if i.startswith("synthetic")][-1:] or cases[-1:]
+    train_cases = cases if len(cases) == 1 else [c for c in cases if all(c is not v for v in val_cases)]
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop, seed=args.seed,
+                         device=args.device, unet=UNetConfig(base_channels=args.base_channels, depth=4),
+                         in_plane_spacing_mm=(1.0, 1.0))
+    out = Path(args.out)
+    run_dir = out.with_suffix(".run")
+    history = train(config, train_cases, val_cases, run_dir, resume=True, progress=not args.quiet, case_ids=ids,
+                    extra_meta={"in_plane_mm": 1.0, "version": time.strftime("%Y%m%d")})
+    plot_history(history, run_dir)
+    best = run_dir / "model_best.pt"
+    shutil.copyfile(best if best.exists() else run_dir / "model.pt", out)
+    print(f"trained on {len(train_cases)} cases ({sum(len(c[0]) for c in train_cases)} slices); wrote {out}; "
+          f"figures in {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import SimpleITK as sitk
+
+    from .metrics import evaluate_case
+
+    pred_img, ref_img = sitk.ReadImage(args.pred), sitk.ReadImage(args.ref)
+    if pred_img.GetSize() != ref_img.GetSize() or not np.allclose(pred_img.GetOrigin(), ref_img.GetOrigin(), atol=1e-2):
+        raise LungsegError("prediction and reference are on different grids")
+    sp = ref_img.GetSpacing()
+    result = evaluate_case(sitk.GetArrayFromImage(pred_img) > 0, sitk.GetArrayFromImage(ref_img) > 0, (sp[2], sp[1], sp[0]))
+    if args.json:
+        print(json.dumps(result, default=float))
+    else:
+        print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="tumour segmentation with the 2D U-Net")
+    p.add_argument("input")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prob-out")
+    p.add_argument("--model")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--series")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--min-volume-ml", type=float, default=0.1)
+    p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion (as the paper did)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train the U-Net")
+    p.add_argument("--data", nargs="*", help="case folders (DICOM/zip + RTSTRUCT, image + label) or MSD task folders")
+    p.add_argument("--roi", default="GTV*", help="RTSTRUCT ROI name or pattern of the tumour")
+    p.add_argument("--exclude", nargs="*", help="case ids to hold out")
+    p.add_argument("--synthetic", type=int, default=0, help="synthetic phantom cases to add")
+    p.add_argument("--synthetic-per-real", type=int, default=0, help="synthetic tumours inserted into each real case's lungs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice, volumes, lesion detection")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--ref", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
