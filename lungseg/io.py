@@ -682,7 +682,10 @@ def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: st
     rr, cc = np.mgrid[0:rows_n, 0:cols_n]
     placed = 0
     for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ident = fg.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+        if not ident:
+            raise ContourError("the SEG does not say which segment a frame belongs to")
+        number = int(ident[0].ReferencedSegmentNumber)
         if number not in numbers:
             continue
         frame = frames[i] > 0

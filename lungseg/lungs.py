@@ -236,8 +236,11 @@ def remove_airways(candidates: np.ndarray, body: np.ndarray, spacing_zyx, params
         airway[k] = current
         previous = current
     if airway.any():
-        grown = ndi.binary_dilation(airway, structure=disk(params.airway_dilation_mm, (sy, sx))[None])
-        return candidates & ~grown, airway
+        se = disk(params.airway_dilation_mm, (sy, sx))[None]
+        box = _bbox(airway, pad=(0, se.shape[1], se.shape[2]))
+        out = candidates.copy()
+        out[box] &= ~ndi.binary_dilation(airway[box], structure=se)
+        return out, airway
     return candidates, airway
 
 

@@ -83,11 +83,77 @@ def cmd_train(args) -> int:
     return 0
 
 
+def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
+    """Segment every case and compare with its reference; rows of metrics per case."""
+    import csv
+
+    from .datasets import load_case_slices  # noqa: F401  (layouts documented there)
+    from .io import find_structure_set, load_ct, load_label, load_rtstruct
+    from .lungs import isolate
+    from .metrics import evaluate_case
+
+    rows = []
+    for ref in cases:
+        ct = load_ct(ref.image, label=ref.case_id)
+        if ref.label is not None:
+            truth = load_label(ref.label, ct)
+        else:
+            truth = load_rtstruct(find_structure_set(ct).path, ct, ref.roi)
+        lungs = isolate(ct.volume)
+        pred = predictor.predict(ct.volume, lungs)
+        m = evaluate_case(pred.mask, truth, ct.volume.spacing_zyx)
+        m.update(case_id=ref.case_id, slice_thickness_mm=ct.volume.spacing[2],
+                 reference_ml=round(float(truth.sum() * ct.volume.voxel_volume_ml), 2),
+                 reference_in_region=round(float((truth & lungs.lung_region).sum() / max(1, truth.sum())), 4))
+        rows.append(m)
+    if out_csv and rows:
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(out_csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    dice = [r["dice"] for r in rows]
+    return {
+        "cases": len(rows),
+        "median_dice": float(np.median(dice)) if dice else None,
+        "mean_dice": float(np.mean(dice)) if dice else None,
+        "median_hd95_mm": float(np.median([r["hd95_mm"] for r in rows])) if rows else None,
+        "median_surface_dice_2mm": float(np.median([r["surface_dice"] for r in rows])) if rows else None,
+        "lesions_detected": int(sum(r["lesion_true_positives"] for r in rows)),
+        "lesions_missed": int(sum(r["lesion_false_negatives"] for r in rows)),
+        "false_positive_lesions": int(sum(r["lesion_false_positives"] for r in rows)),
+    }
+
+
 def cmd_evaluate(args) -> int:
     import SimpleITK as sitk
 
     from .metrics import evaluate_case
 
+    if args.cases:
+        from .datasets import discover
+        from .segment import DEFAULT_MODEL, TumourPredictor
+
+        refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
+        if not refs:
+            raise LungsegError(f"{args.cases}: no labelled cases found")
+        rows = evaluate_cohort(refs, TumourPredictor(args.model or DEFAULT_MODEL, args.device), args.csv)
+        summary = summarise(rows)
+        if args.json:
+            print(json.dumps({"cases": rows, "summary": summary}, default=float))
+        else:
+            for r in rows:
+                print(f"{r['case_id']}: Dice {r['dice']:.3f}, HD95 {r['hd95_mm']:.1f} mm, surface Dice@2mm {r['surface_dice']:.3f}, "
+                      f"volume {r['volume_pred_ml']:.1f}/{r['volume_ref_ml']:.1f} ml, lesions TP {r['lesion_true_positives']} "
+                      f"FP {r['lesion_false_positives']} FN {r['lesion_false_negatives']}")
+            print("summary: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+        return 0
+    if not (args.pred and args.ref):
+        raise LungsegError("give --pred and --ref, or --cases DIR for a cohort")
     pred_img, ref_img = sitk.ReadImage(args.pred), sitk.ReadImage(args.ref)
     if pred_img.GetSize() != ref_img.GetSize() or not np.allclose(pred_img.GetOrigin(), ref_img.GetOrigin(), atol=1e-2):
         raise LungsegError("prediction and reference are on different grids")
@@ -130,7 +196,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice, volumes, lesion detection")
-    p.add_argument("--pred", required=True)
-    p.add_argument("--ref", required=True)
+    p.add_argument("--pred", help="predicted mask (image file)")
+    p.add_argument("--ref", help="reference mask on the same grid")
+    p.add_argument("--cases", help="cohort form: a folder of labelled cases (see datasets.discover)")
+    p.add_argument("--only", nargs="*", help="cohort form: only these case ids")
+    p.add_argument("--roi", default="GTV*")
+    p.add_argument("--model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--csv", help="cohort form: write per-case metrics here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

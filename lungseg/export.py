@@ -1,0 +1,535 @@
+"""Export of a mask onto the source CT: NIfTI, NRRD, DICOM SEG and DICOM RTSTRUCT.
+
+Every exporter takes the :class:`~lungseg.io.LoadedCT` the mask was made on and a boolean mask on
+its canonical grid (``loaded.volume``), and writes the mask *on the source's own grid*:
+
+* ``nifti`` / ``nrrd``: a compressed uint8 label image (1 inside) with the input's geometry
+  (``loaded.mask_to_source``), so a viewer overlays it on the original file directly.
+* ``seg``: a DICOM Segmentation (BINARY, one segment) built with highdicom from the source CT
+  slices; it references the CT's series, study and frame of reference.
+* ``rtstruct``: a DICOM RT Structure Set with one ROI: closed planar contours per axial slice
+  (outer boundaries and holes as separate contours; readers fill them even-odd, as
+  :func:`lungseg.io.load_rtstruct` does), each citing the CT slice it lies on.
+
+SEG and RTSTRUCT need a DICOM CT to reference.  For a NIfTI/NRRD input or the synthetic demo,
+:func:`write_ct_series` writes the canonical volume as a new DICOM CT series and
+:func:`with_dicom_series` returns a LoadedCT that references it, so the demo can be exported as a
+complete DICOM set; otherwise the DICOM exporters refuse with :class:`ExportError`.
+
+Decisions: an empty mask is written to NIfTI/NRRD (a valid "nothing found") but refused for SEG and
+RTSTRUCT (a structure with no contour breaks planning systems and our own loaders).  Patient and
+study attributes are copied from the CT into the DICOM objects (the planning system needs them);
+nothing here prints or logs them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from . import __version__
+from .errors import LungsegError
+from .io import LoadedCT, load_ct
+from .volume import Volume
+
+FORMATS = ("nifti", "nrrd", "seg", "rtstruct")
+SOURCES = ("automatic", "manual")
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ALGORITHM_NAME = "lungseg U-Net"
+MANUFACTURER = "lungseg"
+SUFFIXES = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd", ".nhdr"), "seg": (".dcm",), "rtstruct": (".dcm",)}
+
+# Patient, General Study and Patient Study module attributes copied from the CT (never logged)
+PATIENT_STUDY_TAGS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+    "OtherPatientIDsSequence", "EthnicGroup", "PatientComments", "PatientSize", "PatientWeight",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "StudyDescription", "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
+    "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID", "ClinicalTrialTimePointID",
+)
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                       "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+class ExportError(LungsegError):
+    """A mask cannot be exported as asked (one-line reason)."""
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def export_mask(loaded: LoadedCT, mask: np.ndarray, fmt: str, out: str | os.PathLike, name: str = "GTV-auto",
+                description: str | None = None, source: str = "automatic") -> Path:
+    """Write ``mask`` (boolean, on ``loaded.volume``'s canonical grid) as ``fmt`` to ``out``.
+
+    ``out`` is a file path or a folder (the file is then named after ``name``).  ``source`` says
+    whether the mask is the automatic (U-Net) result or a manual contour; it sets the algorithm
+    type of the SEG segment and the ROI generation algorithm of the RTSTRUCT.  Returns the path.
+    """
+    fmt = str(fmt).lower()
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    writer = {"nifti": write_nifti, "nrrd": write_nrrd, "seg": write_seg, "rtstruct": write_rtstruct}[fmt]
+    kwargs = {"name": name} if fmt in ("nifti", "nrrd") else {"name": name, "description": description, "source": source}
+    return writer(loaded, mask, out, **kwargs)
+
+
+def _check_mask(loaded: LoadedCT, mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != loaded.volume.shape:
+        raise ExportError(f"mask shape {mask.shape} differs from the CT's {loaded.volume.shape} (z, y, x); "
+                          "the mask must be on the loaded CT's canonical grid")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.integer):
+            raise ExportError(f"mask of type {mask.dtype}: pass a boolean mask (threshold probabilities first)")
+        mask = mask > 0
+    return mask
+
+
+def _out_path(out: str | os.PathLike, fmt: str, name: str) -> Path:
+    p = Path(out)
+    suffixes = SUFFIXES[fmt]
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "mask"
+        p = p / f"{safe}{suffixes[0] if fmt not in ('seg', 'rtstruct') else f'.{fmt}.dcm'}"
+    elif not p.name.lower().endswith(suffixes):
+        raise ExportError(f"{p.name}: a {fmt} export needs a file name ending in {' or '.join(suffixes)}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _check_source(source: str) -> str:
+    s = str(source).lower()
+    if s not in SOURCES:
+        raise ExportError(f"unknown mask source {source!r}; choose automatic or manual")
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# label images
+
+
+def write_nifti(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto") -> Path:
+    """The mask as a compressed uint8 NIfTI on the input's own grid."""
+    return _write_label(loaded, mask, _out_path(out, "nifti", name))
+
+
+def write_nrrd(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto") -> Path:
+    """The mask as a compressed uint8 NRRD on the input's own grid."""
+    return _write_label(loaded, mask, _out_path(out, "nrrd", name))
+
+
+def _write_label(loaded: LoadedCT, mask: np.ndarray, path: Path) -> Path:
+    image = loaded.mask_to_source(_check_mask(loaded, mask))
+    image = sitk.Cast(image, sitk.sitkUInt8)
+    try:
+        sitk.WriteImage(image, str(path), useCompression=True)
+    except RuntimeError as exc:
+        raise ExportError(f"{path.name}: cannot write ({str(exc).strip().splitlines()[-1][:160]})") from None
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM helpers
+
+
+def _require_dicom(loaded: LoadedCT, what: str):
+    if loaded.dicom is None:
+        raise ExportError(f"{loaded.label}: a {what} must reference a DICOM CT, and this CT came from "
+                          f"{loaded.info.get('source', 'an image file')}; write it as a DICOM series first "
+                          "(export.with_dicom_series / --ct-out DIR)")
+    if not loaded.dicom.frame_of_reference_uid:
+        raise ExportError(f"{loaded.label}: the CT series has no FrameOfReferenceUID; a {what} cannot reference it")
+    return loaded.dicom
+
+
+def _now() -> tuple[str, str]:
+    now = _dt.datetime.now()
+    return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+
+
+def _copy_patient_study(src: pydicom.Dataset, ds: pydicom.Dataset) -> None:
+    for kw in PATIENT_STUDY_TAGS:
+        if kw in src:
+            ds[kw] = src[kw]  # the element as is (keeps VR and value)
+    for kw in TYPE2_PATIENT_STUDY:
+        if kw not in ds:
+            setattr(ds, kw, "")
+
+
+def _is_gtv(name: str) -> bool:
+    return bool(re.match(r"^\s*(gtv|tumou?r|lesion|nodule)", name, re.I))
+
+
+def _roi_type(name: str) -> str:
+    m = re.match(r"^\s*(gtv|ctv|itv|ptv)", name, re.I)
+    if m:
+        return m.group(1).upper()
+    return "GTV" if _is_gtv(name) else "ORGAN"
+
+
+def _roi_colour(name: str) -> list[int]:
+    n = name.lower()
+    if _is_gtv(name) or n.startswith(("ctv", "itv", "ptv")):
+        return [255, 0, 0]
+    if "lung" in n:
+        return [0, 160, 255] if re.search(r"\b(l|left)\b|_l\b|\bl$", n) else [0, 220, 120]
+    return [255, 200, 0]
+
+
+def _ds_str(v: float) -> str:
+    s = f"{v:.4f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM SEG
+
+
+def write_seg(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
+              description: str | None = None, source: str = "automatic") -> Path:
+    """The mask as a BINARY DICOM SEG (one segment) referencing the source CT slices."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    src = _require_dicom(loaded, "DICOM SEG")
+    mask = _check_mask(loaded, mask)
+    source = _check_source(source)
+    if not mask.any():
+        raise ExportError("the mask is empty: a DICOM SEG needs at least one voxel (export NIfTI/NRRD for an empty result)")
+    path = _out_path(out, "seg", name)
+
+    # frames aligned with the sorted source files: the source grid's k-th slice is files[k]
+    frames = sitk.GetArrayFromImage(loaded.mask_to_source(mask)).astype(bool)
+    if frames.shape[0] != len(src.files):
+        raise ExportError(f"{loaded.label}: {frames.shape[0]} mask slices for {len(src.files)} CT files")
+    try:
+        images = [pydicom.dcmread(p) for p in src.files]
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExportError(f"{loaded.label}: cannot re-read the CT slices ({type(exc).__name__}); was the folder moved?") from None
+    if [str(ds.SOPInstanceUID) for ds in images] != list(src.sop_instance_uids):
+        raise ExportError(f"{loaded.label}: the CT files changed since the CT was loaded; load it again")
+
+    if _is_gtv(name) or _roi_type(name) != "ORGAN":
+        category, prop = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
+    elif "lung" in name.lower():
+        category, prop = codes.SCT.AnatomicalStructure, codes.SCT.Lung
+    else:
+        category, prop = codes.SCT.AnatomicalStructure, codes.SCT.AnatomicalStructure
+    if source == "automatic":
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__)
+        segment = hd.seg.SegmentDescription(1, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                            algorithm_identification=algorithm)
+    else:
+        segment = hd.seg.SegmentDescription(1, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    try:
+        with warnings.catch_warnings():
+            # highdicom warns about unusual person names quoting the name: never let it reach a log
+            warnings.filterwarnings("ignore", message=r".*person name.*", category=UserWarning)
+            seg = _build_seg(hd, images, frames, segment, source, name, description)
+    except (ValueError, TypeError) as exc:
+        raise ExportError(f"{loaded.label}: cannot build the DICOM SEG ({' '.join(str(exc).split())[:200]})") from None
+    _segment_identification_per_frame(seg)
+    seg.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _build_seg(hd, images, frames, segment, source, name, description):
+    return hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=generate_uid(),
+        series_number=901,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=ALGORITHM_NAME if source == "automatic" else "lungseg viewer",
+        software_versions=__version__,
+        device_serial_number="0",
+        content_description=(description or f"lungseg {source} {name}")[:64],
+        content_label=re.sub(r"[^A-Z0-9_ ]", "_", name.upper())[:16] or "SEGMENTATION",
+        series_description=(description or f"lungseg {name}")[:64],
+    )
+
+
+def _segment_identification_per_frame(seg: pydicom.Dataset) -> None:
+    """Put the Segment Identification macro in every frame's functional groups.
+
+    With one segment highdicom puts it in the shared groups, which the standard allows; per-frame
+    is equally valid and is what simpler readers (lungseg.io.load_seg among them) look for.
+    """
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return
+    ident = shared.SegmentIdentificationSequence
+    del shared.SegmentIdentificationSequence
+    for fg in seg.PerFrameFunctionalGroupsSequence:
+        item = pydicom.Dataset()
+        item.ReferencedSegmentNumber = ident[0].ReferencedSegmentNumber
+        fg.SegmentIdentificationSequence = Sequence([item])
+
+
+# --------------------------------------------------------------------------------------------
+# RTSTRUCT
+
+
+def mask_contours(mask_slice: np.ndarray) -> list[np.ndarray]:
+    """Closed boundaries of a 2D boolean mask as (y, x) pixel-coordinate polygons.
+
+    Marching squares at level 0.5 on the zero-padded slice: every boundary, outer or hole, is one
+    closed polygon passing halfway between inside and outside pixel centres, so the even-odd fill
+    of the pixel centres gives the slice back exactly.  Collinear vertices are dropped.
+    """
+    from skimage import measure
+
+    padded = np.pad(mask_slice.astype(np.uint8), 1)
+    polys = []
+    for c in measure.find_contours(padded, 0.5):
+        c = c - 1.0
+        if len(c) > 1 and np.allclose(c[0], c[-1]):
+            c = c[:-1]
+        if len(c) < 3:
+            continue
+        prev, nxt = np.roll(c, 1, axis=0), np.roll(c, -1, axis=0)
+        a, b = c - prev, nxt - c
+        cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+        c = c[np.abs(cross) > 1e-9]
+        if len(c) >= 3:
+            polys.append(c)
+    return polys
+
+
+def _slice_references(loaded: LoadedCT) -> dict[int, tuple[str, str]]:
+    """Canonical slice index → (SOP class, SOP instance UID) of the CT file lying on it."""
+    src = loaded.dicom
+    refs: dict[int, tuple[str, str]] = {}
+    for ds in src.headers:
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+        kz = float(loaded.volume.physical_to_index(ipp)[0, 0])
+        k = int(round(kz))
+        if abs(kz - k) < 0.1 and 0 <= k < loaded.volume.shape[0]:
+            refs[k] = (str(ds.get("SOPClassUID", src.sop_class_uid)), str(ds.SOPInstanceUID))
+    return refs
+
+
+def rtstruct_contours(volume: Volume, mask: np.ndarray) -> dict[int, list[np.ndarray]]:
+    """Per canonical slice ``k``: contours as N×3 LPS millimetre points (x, y, z)."""
+    out: dict[int, list[np.ndarray]] = {}
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        pts = []
+        for poly in mask_contours(mask[k]):
+            zyx = np.column_stack([np.full(len(poly), float(k)), poly])
+            pts.append(volume.index_to_physical(zyx))
+        if pts:
+            out[int(k)] = pts
+    return out
+
+
+def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
+                   description: str | None = None, source: str = "automatic") -> Path:
+    """The mask as a DICOM RT Structure Set with one ROI referencing the source CT slices."""
+    src = _require_dicom(loaded, "DICOM RTSTRUCT")
+    mask = _check_mask(loaded, mask)
+    source = _check_source(source)
+    if not mask.any():
+        raise ExportError("the mask is empty: an RTSTRUCT needs at least one contour (export NIfTI/NRRD for an empty result)")
+    path = _out_path(out, "rtstruct", name)
+    refs = _slice_references(loaded)
+    if len(refs) != loaded.volume.shape[0]:
+        raise ExportError(f"{loaded.label}: only {len(refs)} of {loaded.volume.shape[0]} CT slices could be matched to their files")
+    contours = rtstruct_contours(loaded.volume, mask)
+    first = src.headers[0]
+    date, time = _now()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = first.get("SpecificCharacterSet", "ISO_IR 192")  # the copied names keep their encoding
+    # SOP common
+    ds.SOPClassUID = RTSTRUCT_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    # patient, general study (copied from the CT)
+    _copy_patient_study(first, ds)
+    # RT series
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 902
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.SeriesDescription = (description or f"lungseg {name}")[:64]
+    ds.OperatorsName = ""
+    # general equipment
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = ALGORITHM_NAME if source == "automatic" else "lungseg viewer"
+    ds.SoftwareVersions = __version__
+    # structure set
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = re.sub(r"[\\]", "_", name)[:16] or "lungseg"
+    ds.StructureSetName = name[:64]
+    ds.StructureSetDescription = description or f"lungseg {source} contour {name}"
+    ds.StructureSetDate, ds.StructureSetTime = date, time
+
+    contour_images = Sequence()
+    for sop_class, uid in (refs[k] for k in sorted(refs)):
+        item = pydicom.Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = uid
+        contour_images.append(item)
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = src.series_uid
+    series.ContourImageSequence = contour_images
+    study = pydicom.Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, customary here)
+    study.ReferencedSOPInstanceUID = src.study_uid
+    study.RTReferencedSeriesSequence = Sequence([series])
+    frame = pydicom.Dataset()
+    frame.FrameOfReferenceUID = src.frame_of_reference_uid
+    frame.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    roi = pydicom.Dataset()
+    roi.ROINumber = 1
+    roi.ReferencedFrameOfReferenceUID = src.frame_of_reference_uid
+    roi.ROIName = name[:64]
+    roi.ROIDescription = description or ""
+    roi.ROIGenerationAlgorithm = "AUTOMATIC" if source == "automatic" else "MANUAL"
+    if source == "automatic":
+        roi.ROIGenerationDescription = f"{ALGORITHM_NAME} {__version__}"[:64]
+    ds.StructureSetROISequence = Sequence([roi])
+
+    contour_seq = Sequence()
+    number = 0
+    for k in sorted(contours):
+        sop_class, uid = refs[k]
+        for pts in contours[k]:
+            number += 1
+            c = pydicom.Dataset()
+            img = pydicom.Dataset()
+            img.ReferencedSOPClassUID = sop_class
+            img.ReferencedSOPInstanceUID = uid
+            c.ContourImageSequence = Sequence([img])
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(pts)
+            c.ContourNumber = number
+            c.ContourData = [_ds_str(v) for v in pts.ravel()]
+            contour_seq.append(c)
+    roi_contour = pydicom.Dataset()
+    roi_contour.ReferencedROINumber = 1
+    roi_contour.ROIDisplayColor = _roi_colour(name)
+    roi_contour.ContourSequence = contour_seq
+    ds.ROIContourSequence = Sequence([roi_contour])
+
+    obs = pydicom.Dataset()
+    obs.ObservationNumber = 1
+    obs.ReferencedROINumber = 1
+    obs.ROIObservationLabel = name[:16]
+    obs.RTROIInterpretedType = _roi_type(name)
+    obs.ROIInterpreter = ""
+    ds.RTROIObservationsSequence = Sequence([obs])
+
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# a DICOM CT series from a volume (demo / NIfTI sources)
+
+
+def write_ct_series(volume: Volume, folder: str | os.PathLike, *, label: str = "lungseg-demo",
+                    patient_name: str = "Demo^Phantom", patient_id: str | None = None,
+                    series_description: str = "lungseg CT written from a volume") -> list[Path]:
+    """Write ``volume`` (HU) as a new single-frame DICOM CT series (new UIDs) and return the files.
+
+    Any axis-aligned or oblique ``direction`` is kept: row/column directions become
+    ImageOrientationPatient and each slice's first voxel its ImagePositionPatient.  Patient name
+    and ID default to placeholders (the demo phantom has no patient).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    d = np.asarray(volume.direction, float).reshape(3, 3)
+    iop = [_ds_str(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+    arr = np.clip(np.rint(volume.array), -32768, 32767).astype(np.int16)
+    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
+    date, time = _now()
+    files = []
+    for k in range(arr.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        p = folder / f"CT{k + 1:04d}.dcm"
+        ds = FileDataset(str(p), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id or label
+        ds.PatientBirthDate = ""
+        ds.PatientSex = ""
+        ds.StudyInstanceUID = study_uid
+        ds.StudyDate, ds.StudyTime = date, time
+        ds.ReferringPhysicianName = ""
+        ds.StudyID = "1"
+        ds.AccessionNumber = ""
+        ds.StudyDescription = label[:64]
+        ds.Modality = "CT"
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = series_description[:64]
+        ds.PatientPosition = "HFS"
+        ds.FrameOfReferenceUID = for_uid
+        ds.PositionReferenceIndicator = ""
+        ds.Manufacturer = MANUFACTURER
+        ds.SoftwareVersions = __version__
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [_ds_str(v) for v in volume.index_to_physical([[k, 0, 0]])[0]]
+        ds.ImageOrientationPatient = iop
+        ds.PixelSpacing = [_ds_str(volume.spacing[1]), _ds_str(volume.spacing[0])]  # row spacing (y), column spacing (x)
+        ds.SliceThickness = _ds_str(volume.spacing[2])
+        ds.KVP = ""
+        ds.AcquisitionNumber = 1
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = int(arr.shape[1]), int(arr.shape[2])
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
+        ds.WindowCenter, ds.WindowWidth = "-600", "1500"
+        ds.PixelData = np.ascontiguousarray(arr[k]).tobytes()
+        ds.save_as(p, enforce_file_format=True)
+        files.append(p)
+    return files
+
+
+def with_dicom_series(loaded: LoadedCT, folder: str | os.PathLike, **kwargs) -> LoadedCT:
+    """``loaded`` as a DICOM CT: reused when it is one, else its volume written to ``folder`` and reloaded.
+
+    The mask grid is unchanged (the written series has the canonical grid), so a mask made on
+    ``loaded.volume`` exports onto the returned CT as is.
+    """
+    if loaded.dicom is not None:
+        return loaded
+    write_ct_series(loaded.volume, folder, label=kwargs.pop("label", loaded.label), **kwargs)
+    dicom = load_ct(folder, label=loaded.label)
+    if dicom.volume.shape != loaded.volume.shape or not dicom.volume.grid.matches(loaded.volume.grid, tol_mm=1e-2):
+        raise ExportError(f"{loaded.label}: the written DICOM series does not reproduce the CT's grid")
+    return dicom

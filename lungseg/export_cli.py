@@ -1,0 +1,65 @@
+"""CLI command ``export``: a mask written onto its source CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT.
+
+    python -m lungseg export INPUT --mask MASK.nii.gz --format nifti|nrrd|seg|rtstruct --out PATH
+                             [--name GTV-auto] [--source automatic|manual] [--ct-out DIR] [--series UID]
+
+MASK is a label image on the input's grid (any voxel > 0 is inside), read with
+:func:`lungseg.io.load_label`.  For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes
+the CT as a new DICOM series there and the export references it.  Nothing printed names the patient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
+    """The mask to export, on ``loaded.volume``'s canonical grid.
+
+    Hook for the study database: a ``--db DB --case ID`` form (the accepted mask of a case) will
+    be added here by the study module; for now only ``--mask FILE`` exists.
+    """
+    from .io import load_label
+
+    if getattr(args, "mask", None):
+        return load_label(args.mask, loaded)
+    raise InputError("give the mask to export with --mask FILE")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_mask, with_dicom_series
+    from .io import load_ct
+
+    t0 = time.perf_counter()
+    loaded = load_ct(args.input, series_uid=args.series)
+    mask = _mask_from_args(args, loaded)
+    if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
+        loaded = with_dicom_series(loaded, args.ct_out)
+        print(f"{loaded.label}: wrote the CT as a DICOM series in {args.ct_out}")
+    path = export_mask(loaded, mask, args.format, Path(args.out), name=args.name, description=args.description,
+                       source=args.source)
+    n = int(mask.sum())
+    print(f"{loaded.label}: wrote {args.format} {path} ({n} voxels, {n * loaded.volume.voxel_volume_ml:.1f} ml) "
+          f"in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT")
+    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file")
+    p.add_argument("--mask", required=True, help="label image on the input's grid (voxels > 0 are inside)")
+    p.add_argument("--format", required=True, choices=("nifti", "nrrd", "seg", "rtstruct"))
+    p.add_argument("--out", required=True, help="output file (or folder: named after --name)")
+    p.add_argument("--name", default="GTV-auto", help="segment / ROI name (default GTV-auto)")
+    p.add_argument("--description", help="series / structure set description")
+    p.add_argument("--source", default="automatic", choices=("automatic", "manual"),
+                   help="whether the mask is the automatic U-Net result or a manual contour")
+    p.add_argument("--ct-out", help="for SEG/RTSTRUCT of a non-DICOM input: write the CT as a DICOM series here first")
+    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    p.set_defaults(func=cmd_export)
