@@ -1,0 +1,140 @@
+"""Page logic of the app with Streamlit's AppTest (no browser)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from streamlit.testing.v1 import AppTest
+
+from lungseg.pipeline import CaseResult
+from lungseg_app import cases
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _app_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGSEG_APP_CACHE", str(tmp_path / "app-cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.nii.gz").write_bytes(b"not an image at all")
+    monkeypatch.setenv("LUNGSEG_DATA", str(data))
+    return data
+
+
+def home() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    return at.run()
+
+
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
+    for t in at.table:
+        parts.append(t.value.to_string())
+    return "\n".join(str(p) for p in parts)
+
+
+def test_demo_opens_automatically_with_summary():
+    at = home()
+    assert not at.exception and not at.error
+    case = at.session_state["case"]
+    assert case.label == "demo-phantom"
+    assert case.manual_mask is not None and case.manual_mask.any()
+    page = texts(at)
+    assert "Case: demo-phantom" in page
+    assert "Slice thickness (mm)" in page and "Dimensions" in page
+    assert "1 lesion(s)" in page
+
+
+def test_bad_path_shows_error_and_keeps_previous_case(_app_env):
+    at = home()
+    at.text_input(key="path_text").input("/no/such/ct.zip")
+    at.button(key="open_path").click().run()
+    assert len(at.error) == 1 and "no such file" in at.error[0].value
+    assert "\n" not in at.error[0].value
+    assert at.session_state["case"].label == "demo-phantom"
+    assert not at.exception
+    # an unreadable image in the data folder: one-line error, demo still open
+    at.selectbox(key="folder_case").select("broken.nii.gz")
+    at.button(key="open_folder").click().run()
+    assert len(at.error) == 1 and "broken.nii.gz" in at.error[0].value
+    assert at.session_state["case"].label == "demo-phantom"
+    assert "Case: demo-phantom" in texts(at)
+
+
+def test_open_image_from_data_folder_and_reopen_from_disk_cache(_app_env, tmp_path):
+    from lungseg.phantom import synthetic_chest_ct, PhantomSpec
+
+    ph = synthetic_chest_ct(PhantomSpec(shape_zyx=(24, 96, 96), spacing_zyx=(5.0, 3.5, 3.5)))
+    img = ph.ct.to_sitk()
+    sitk.WriteImage(img, str(_app_env / "small.nii.gz"))
+    at = home()
+    at.selectbox(key="folder_case").select("small.nii.gz")
+    at.button(key="open_folder").click().run()
+    assert not at.error and not at.exception
+    case = at.session_state["case"]
+    assert case.label == "small" and not case.from_cache
+    # a fresh process would find both the CT and the result on disk
+    again = cases.open_path(_app_env / "small.nii.gz", None, lambda m, f: None)
+    assert again.from_cache and again.key == case.key
+    assert np.array_equal(again.result.lungs.lung_region, case.result.lungs.lung_region)
+
+
+def test_viewer_page_renders_and_jumps_to_lesion():
+    at = home()
+    at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
+    assert not at.exception and not at.error
+    jump_buttons = [b for b in at.button if b.label.startswith("Go to lesion 1")]
+    assert jump_buttons
+    before = at.session_state["jump"]["token"]
+    jump_buttons[0].click().run()
+    jump = at.session_state["jump"]
+    assert jump["token"] != before
+    rows = at.session_state["case"].lesions()[1]
+    assert jump["slice"] == rows[0]["centroid_slice"]
+    # window presets and custom window
+    at.selectbox(key="win_preset").select("Custom").run()
+    at.number_input(key="win_w").set_value(400).run()
+    assert not at.exception
+
+
+def test_viewer_without_case_points_home():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["demo_tried"] = True  # no automatic demo
+    at.run()
+    assert "case" not in at.session_state
+    at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
+    assert not at.exception
+    assert any("No case open" in i.value for i in at.info)
+
+
+def test_summary_never_shows_patient_identifiers(load_case, isolated_case):
+    ct, _ = load_case("LUNG1-001")
+    case = cases.Case("k", ct.label, ct, CaseResult(lungs=isolated_case("LUNG1-001")))
+    text = " ".join(f"{k} {v}" for k, v in cases.summary(case).items())
+    hdr = ct.dicom.headers[0] if ct.dicom and ct.dicom.headers else None
+    if hdr is not None:
+        for tag in ("PatientName", "PatientID", "PatientBirthDate"):
+            value = str(hdr.get(tag, "") or "")
+            if value and value != ct.label:
+                assert value not in text, tag
+    assert "LUNG1-001" in text and "SIEMENS" in text and "GTV-1" in text
+
+
+def test_default_roi_prefers_gtv1():
+    assert cases.default_roi(["Patient", "GTV-2", "GTV-1"]) == "GTV-1"
+    assert cases.default_roi(["Lung L", "gtv_primary"]) == "gtv_primary"
+    assert cases.default_roi(["Lung L"]) is None
+
+
+def test_rendering_helpers():
+    from lungseg_app import render
+
+    u8 = render.window_u8(np.array([[-1350, -600, 150]], np.int16), 1500, -600)
+    assert u8.tolist() == [[0, 127, 255]]
+    m = np.zeros((3, 8, 8), bool)
+    m[1, 2:6, 2:6] = True
+    ov = render.encode_overlay(m, (255, 0, 0), "outline")
+    assert list(ov) == [1] and ov[1].startswith("data:image/png;base64,")
+    assert render.outline(m)[1].sum() == 12
