@@ -148,18 +148,21 @@ class TumourPredictor:
 def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
     """Threshold, then drop components under ``min_volume_ml`` or mostly outside the lung region."""
     mask = probability >= post.threshold
-    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return mask
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
+    labels, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels[region].ravel(), minlength=n + 1)
+    inside = np.bincount(labels[region[box]].ravel(), minlength=n + 1)
     keep = (sizes * voxel_ml >= post.min_volume_ml) & (inside >= post.min_inside_region * sizes)
     keep[0] = False
     if post.keep_largest and keep.any():
         best = int(np.argmax(np.where(keep, sizes, 0)))
         keep[:] = False
         keep[best] = True
-    return keep[labels]
+    out[box] = keep[labels]
+    return out
 
 
 _default: TumourPredictor | None = None

@@ -69,6 +69,7 @@ def cmd_train(args) -> int:
     val_cases = [c for c, i in zip(cases, ids) if i.startswith("synthetic")][-1:] or cases[-1:]
     train_cases = cases if len(cases) == 1 else [c for c in cases if all(c is not v for v in val_cases)]
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop, seed=args.seed,
+                         negative_ratio=args.negative_ratio,
                          device=args.device, unet=UNetConfig(base_channels=args.base_channels, depth=4),
                          in_plane_spacing_mm=(1.0, 1.0))
     out = Path(args.out)
@@ -190,6 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--negative-ratio", type=float, default=1.0, help="tumour-free slices per tumour slice, each epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
