@@ -1,0 +1,95 @@
+"""The blinded clinician preference study: store, design, access control, CSV and report.
+
+Typical use from the app (no Streamlit in this package)::
+
+    store = StudyStore()                                   # $LUNGSEG_DB or data/lungseg.db
+    session = authenticate_rater(store, token)             # token from the ?token=... link
+    item = store.next_item_for(session)                    # None when the rater is done
+    store.cast_vote(session, item.item_id, "left", response_ms=4200)
+    report = study_report(store, "main study"); figures = report_figures(report)
+"""
+
+from .access import (
+    AccessDenied,
+    AccountLocked,
+    AdminSession,
+    AuthError,
+    Invitation,
+    RaterSession,
+    TokenExpired,
+    TokenRevoked,
+    UnknownToken,
+    admin_login,
+    authenticate_rater,
+    backup,
+    set_admin_password,
+)
+from .csvio import ImportResult, export_votes, import_votes, read_votes_csv, votes_csv_text, write_votes_csv
+from .design import (
+    DEFAULT_INSTRUCTIONS,
+    SPECIALTIES,
+    CaseMetadata,
+    CaseSpec,
+    DesignParams,
+    ItemSpec,
+    StudyError,
+    assign,
+    plan_items,
+)
+from .report import (
+    ReportOptions,
+    build_report,
+    fleiss_kappa,
+    format_report,
+    report_figures,
+    study_report,
+    wilson_interval,
+)
+from .store import SCHEMA_VERSION, ItemView, Progress, RaterInfo, Review, Study, StudyStore, Vote, default_db_path
+
+__all__ = [
+    "AccessDenied",
+    "AccountLocked",
+    "AdminSession",
+    "AuthError",
+    "CaseMetadata",
+    "CaseSpec",
+    "DEFAULT_INSTRUCTIONS",
+    "DesignParams",
+    "ImportResult",
+    "Invitation",
+    "ItemSpec",
+    "ItemView",
+    "Progress",
+    "RaterInfo",
+    "RaterSession",
+    "ReportOptions",
+    "Review",
+    "SCHEMA_VERSION",
+    "SPECIALTIES",
+    "Study",
+    "StudyError",
+    "StudyStore",
+    "TokenExpired",
+    "TokenRevoked",
+    "UnknownToken",
+    "Vote",
+    "admin_login",
+    "assign",
+    "authenticate_rater",
+    "backup",
+    "build_report",
+    "default_db_path",
+    "export_votes",
+    "fleiss_kappa",
+    "format_report",
+    "import_votes",
+    "plan_items",
+    "read_votes_csv",
+    "report_figures",
+    "set_admin_password",
+    "study_report",
+    "votes_csv_text",
+    "wilson_interval",
+    "write_votes_csv",
+]
