@@ -487,11 +487,19 @@ def isolate(ct: Volume, params: LungParams = LungParams()) -> LungResult:
         lungs_full[box] = lungs
         region_full[box] = region
         spine_full = spine_x + box[2].start
-    left, right = split_left_right(lungs_full, spine_full)
+        left_crop, _ = split_left_right(lungs, spine_x)
+        left = np.zeros(shape, dtype=bool)
+        left[box] = left_crop
+        right = lungs_full & ~left
+    else:
+        left, right = lungs_full.copy(), lungs_full.copy()
     if lungs_full.any() and (left.sum() * voxel_ml < params.min_lung_ml or right.sum() * voxel_ml < params.min_lung_ml):
         skipped.setdefault("two lungs", f"only the {'left' if left.sum() > right.sum() else 'right'} lung in view")
-    isolated = normalise(hu_full, params.window)
-    isolated[~region_full] = params.window.air_value
+    isolated = np.full(shape, params.window.air_value, dtype=np.float32)
+    if region_full.any():
+        box = _bbox(region_full)
+        inside = region_full[box]
+        isolated[box][inside] = normalise(hu_full[box][inside], params.window)
     lap("isolate")
     return LungResult(
         lungs=lungs_full,
