@@ -44,7 +44,7 @@ def training_cases(refs, synthetic_per_real, n_synthetic, seed):
 def train_model(refs, out_dir: Path, args) -> Path:
     cases, ids = training_cases(refs, args.synthetic_per_real, args.synthetic, seed=args.seed)
     val = [cases[-1]]
-    config = TrainConfig(epochs=args.epochs, batch_size=16, crop_size=args.crop, seed=args.seed,
+    config = TrainConfig(epochs=args.epochs, batch_size=16, crop_size=args.crop, seed=args.seed, negative_ratio=args.negative_ratio,
                          unet=UNetConfig(base_channels=args.base_channels), in_plane_spacing_mm=(1.0, 1.0))
     t = time.perf_counter()
     train(config, cases[:-1], val, out_dir, resume=True, progress=False, case_ids=ids[:-1],
@@ -75,13 +75,14 @@ def synthetic_heldout(model: Path, n: int, seed: int = 999) -> list[float]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--folds", nargs="*", default=["LUNG1-001", "LUNG1-002", "LUNG1-003"])
+    ap.add_argument("--folds", nargs="*", default=["LUNG1-003", "LUNG1-001", "LUNG1-002"])
     ap.add_argument("--runs", default=str(REPO / "data" / "runs"))
     ap.add_argument("--synthetic", type=int, default=6)
-    ap.add_argument("--synthetic-per-real", type=int, default=2)
+    ap.add_argument("--synthetic-per-real", type=int, default=3)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--base-channels", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--negative-ratio", type=float, default=1.0)
     ap.add_argument("--synthetic-heldout", type=int, default=4)
     ap.add_argument("--out", default=str(REPO / "docs" / "loo_results.json"))
     args = ap.parse_args()

@@ -102,8 +102,9 @@ def test_lung1_001_from_data_folder(page, server, data_dir):
     page.get_by_role("option", name="LUNG1-001.zip").click()
     page.get_by_role("button", name="Open selected case").click()
     playwright_api.expect(page.get_by_text("Case: LUNG1-001")).to_be_visible(timeout=150_000)
-    body = page.locator("body").inner_text()
-    assert "GTV-1" in body and "SIEMENS" in body
+    # the page finishes its rerun after the title changes: wait for the summary, don't sample it
+    playwright_api.expect(page.get_by_text(re.compile("SIEMENS")).first).to_be_visible(timeout=60_000)
+    playwright_api.expect(page.get_by_text(re.compile("GTV-1")).first).to_be_visible(timeout=60_000)
     open_viewer(page)
     f = frame(page)
     playwright_api.expect(f.locator('img[data-layer="manual contour"]')).to_have_count(1)
