@@ -25,8 +25,11 @@ run: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: setup
+bench: setup chromium
 	$(BIN)/python benchmarks/bench_lungs.py
+	$(BIN)/python benchmarks/bench_segment.py
+	$(BIN)/python benchmarks/bench_votes.py
+	$(BIN)/python benchmarks/bench_viewer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
