@@ -2,6 +2,10 @@
 
     python -m lungseg export INPUT --mask MASK.nii.gz --format nifti|nrrd|seg|rtstruct --out PATH
                              [--name GTV-auto] [--source automatic|manual] [--ct-out DIR] [--series UID]
+    python -m lungseg export --db DB --case ID [--study NAME] --format ... --out PATH [--ct-out DIR]
+
+With ``--db`` the mask is the accepted contour of the case (its latest clinical review), recomputed
+from the case's source recorded in the study database; ``--source`` then follows the review.
 
 MASK is a label image on the input's grid (any voxel > 0 is inside), read with
 :func:`lungseg.io.load_label`.  For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes
@@ -29,7 +33,35 @@ def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
 
     if getattr(args, "mask", None):
         return load_label(args.mask, loaded)
-    raise InputError("give the mask to export with --mask FILE")
+    raise InputError("give the mask to export with --mask FILE, or --db DB --case ID")
+
+
+def _accepted_from_db(args: argparse.Namespace):
+    """``--db DB --case ID [--study NAME]``: (LoadedCT, mask, source) of the case's accepted contour.
+
+    The latest review of the case decides which contour (automatic or manual); the contour is
+    recomputed from the case's source recorded in the study (see :mod:`lungseg.study_material`),
+    not read from any cache, so the CLI needs no app state.
+    """
+    from .study import StudyStore
+    from .study_material import accepted_review, load_material
+
+    store = StudyStore(args.db)
+    try:
+        studies = [store.study(args.study)] if args.study else store.studies()
+        hits = [(st, row) for st in studies for row in store.cases(st.id) if row["case_id"] == args.case]
+        if not hits:
+            raise InputError(f"case {args.case} is in no study of {args.db}")
+        if len(hits) > 1:
+            raise InputError(f"case {args.case} is in several studies: name one with --study")
+        st, row = hits[0]
+        rev = accepted_review(store.reviews_table(st.id), args.case)
+    finally:
+        store.close()
+    if rev is None or rev["accepted_source"] not in ("automatic", "manual"):
+        raise InputError(f"case {args.case} has no accepted contour (review it first)")
+    mat = load_material(args.case, row["metadata"])
+    return mat.loaded, mat.mask(rev["accepted_source"]), rev["accepted_source"]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -37,8 +69,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .io import load_ct
 
     t0 = time.perf_counter()
-    loaded = load_ct(args.input, series_uid=args.series)
-    mask = _mask_from_args(args, loaded)
+    if getattr(args, "db", None):
+        if not args.case:
+            raise InputError("--db needs --case ID")
+        loaded, mask, args.source = _accepted_from_db(args)
+    else:
+        if not args.input:
+            raise InputError("give the CT to export onto")
+        loaded = load_ct(args.input, series_uid=args.series)
+        mask = _mask_from_args(args, loaded)
     if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
         loaded = with_dicom_series(loaded, args.ct_out)
         print(f"{loaded.label}: wrote the CT as a DICOM series in {args.ct_out}")
@@ -52,8 +91,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT")
-    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file")
-    p.add_argument("--mask", required=True, help="label image on the input's grid (voxels > 0 are inside)")
+    p.add_argument("input", nargs="?", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file "
+                   "(not with --db: the study records the case's CT)")
+    p.add_argument("--mask", help="label image on the input's grid (voxels > 0 are inside)")
+    p.add_argument("--db", help="study database: export the accepted contour of --case (latest review)")
+    p.add_argument("--case", help="with --db: the case id")
+    p.add_argument("--study", help="with --db: the study name when the case is in several")
     p.add_argument("--format", required=True, choices=("nifti", "nrrd", "seg", "rtstruct"))
     p.add_argument("--out", required=True, help="output file (or folder: named after --name)")
     p.add_argument("--name", default="GTV-auto", help="segment / ROI name (default GTV-auto)")

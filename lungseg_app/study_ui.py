@@ -1,0 +1,170 @@
+"""Shared pieces of the study pages: the store, case material (cached), blinded slice panels.
+
+Blinding rule for the rating page: nothing sent to the browser may tell which side is which.
+Panels are built by :func:`panel_pair_html` from two PNG data URIs only; both panels get the same
+markup, the same colour and line style, and neutral text.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from lungseg.study import RaterSession, StudyError, StudyStore, default_db_path
+from lungseg.study.access import hash_token
+from lungseg.study_material import Material, load_material
+
+from . import cases, render
+
+CONTOUR_RGB = (255, 40, 40)  # one colour for both contours on the rating page
+DEFAULT_WIDTH, DEFAULT_LEVEL = 1500, -600
+REVIEWER_PREFIX = "reviewer:"
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> StudyStore:
+    return StudyStore(path)
+
+
+def get_store() -> StudyStore:
+    """The study database ($LUNGSEG_DB or data/lungseg.db), one connection per server process."""
+    return _store(str(default_db_path()))
+
+
+# ------------------------------------------------------------------------------------ material
+
+
+def _load_ct(path: Path):
+    loaded, _ = cases.load_ct_cached(Path(path), lambda m, f: None)
+    return loaded
+
+
+def _predict(loaded):
+    predictor, _ = cases.load_predictor()
+    if predictor is None:
+        return None
+    from lungseg.pipeline import content_hash
+
+    result, _ = cases.process_cached(loaded, content_hash(loaded), predictor, lambda m, f: None)
+    return result.tumour
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _material(study_id: int, case_id: str, meta_key: str, _meta: dict) -> Material:
+    return load_material(case_id, _meta, load_ct=_load_ct, predict=_predict)
+
+
+def case_meta(store: StudyStore, study_id: int, case_id: str) -> dict:
+    for row in store.cases(study_id):
+        if row["case_id"] == case_id:
+            return row["metadata"]
+    raise StudyError(f"case {case_id} is not in this study")
+
+
+def material(store: StudyStore, study_id: int, case_id: str) -> Material:
+    meta = case_meta(store, study_id, case_id)
+    key = repr(sorted((k, str(v)) for k, v in meta.items() if k != "slices"))
+    return _material(study_id, case_id, key, meta)
+
+
+# ------------------------------------------------------------------------------------ images
+
+
+def slice_png(arr2d: np.ndarray, mask2d: np.ndarray | None, width: float, level: float,
+              rgb=CONTOUR_RGB, spacing_yx=(1.0, 1.0), display_px: int = 512) -> str:
+    """One axial slice, windowed, with ``mask2d``'s outline burnt in, as a PNG data URI."""
+    g = render.window_u8(arr2d, width, level)
+    img = np.repeat(g[..., None], 3, axis=-1)
+    if mask2d is not None and mask2d.any():
+        edge = render.outline(mask2d[None].astype(bool))[0]
+        # a 2-pixel line: the edge and its inner neighbours
+        from scipy import ndimage as ndi
+
+        thick = edge | (ndi.binary_dilation(edge) & mask2d.astype(bool))
+        img[thick] = rgb
+    pil = Image.fromarray(img, "RGB")
+    sy, sx = spacing_yx
+    h_mm, w_mm = arr2d.shape[0] * sy, arr2d.shape[1] * sx
+    scale = display_px / max(h_mm, w_mm)
+    pil = pil.resize((max(1, int(round(w_mm * scale))), max(1, int(round(h_mm * scale)))), Image.NEAREST)
+    b = io.BytesIO()
+    pil.save(b, "PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(b.getvalue()).decode("ascii")
+
+
+def pair_images(mat: Material, k: int, first: np.ndarray, second: np.ndarray, width: float, level: float) -> tuple[str, str]:
+    arr = mat.loaded.volume.array[k]
+    sx, sy, _ = mat.loaded.volume.spacing
+    return (slice_png(arr, first[k], width, level, spacing_yx=(sy, sx)),
+            slice_png(arr, second[k], width, level, spacing_yx=(sy, sx)))
+
+
+_PANEL = ('<div class="pnl" style="flex:1;min-width:0;text-align:center">'
+          '<img src="{src}" alt="CT slice with a contour" style="width:100%;max-width:560px;'
+          'image-rendering:pixelated;border:1px solid #444"></div>')
+
+
+def panel_pair_html(left_src: str, right_src: str) -> str:
+    """Two panels with identical markup (only the image data differs)."""
+    return ('<div class="pair" style="display:flex;gap:16px;align-items:flex-start">'
+            + _PANEL.format(src=left_src) + _PANEL.format(src=right_src) + "</div>")
+
+
+def labelled_pair_html(items: list[tuple[str, str]]) -> str:
+    """Side-by-side panels with captions (the review page, not blinded)."""
+    cells = "".join(
+        f'<div style="flex:1;min-width:0;text-align:center"><div style="font-weight:600;margin-bottom:4px">{cap}</div>'
+        f'<img src="{src}" alt="{cap}" style="width:100%;max-width:560px;border:1px solid #444"></div>'
+        for cap, src in items)
+    return f'<div style="display:flex;gap:16px;align-items:flex-start">{cells}</div>'
+
+
+def window_controls(prefix: str) -> tuple[float, float]:
+    """Shared window width/level (default W1500 / L−600)."""
+    c1, c2 = st.columns(2)
+    width = c1.number_input("Window width (HU)", 1, 5000, DEFAULT_WIDTH, step=50, key=f"{prefix}_ww")
+    level = c2.number_input("Window level (HU)", -1500, 3000, DEFAULT_LEVEL, step=10, key=f"{prefix}_wl")
+    return float(width), float(level)
+
+
+# ------------------------------------------------------------------------------------ admin helpers
+
+
+def pick_study(store: StudyStore, key: str = "study_pick"):
+    studies = store.studies()
+    if not studies:
+        st.info("No study yet: create one on the Study setup page.")
+        st.stop()
+    names = [s.name for s in studies]
+    current = st.session_state.get("study_name")
+    index = names.index(current) if current in names else len(names) - 1
+    name = st.selectbox("Study", names, index=index, key=key)
+    st.session_state["study_name"] = name
+    return store.study(name)
+
+
+def reviewer_session(store: StudyStore, study, admin, specialty: str) -> RaterSession:
+    """The admin's reviewer identity in a study.
+
+    ``StudyStore.record_review`` takes a :class:`RaterSession` (reviews are keyed by rater).  An
+    admin reviews as a dedicated rater record named ``reviewer:<username>`` in the study, made on
+    first use; its token is never shown, so it can never be used to vote.
+    """
+    name = REVIEWER_PREFIX + admin.username
+    row = store._one(  # noqa: SLF001 - the library has no public lookup by name
+        "SELECT id, study_id, display_name, specialty, token_hash FROM raters WHERE study_id = ? AND display_name = ?",
+        (study.id, name),
+    )
+    if row is None:
+        inv = store.invite_rater(study.id, name, specialty, actor=admin)
+        return RaterSession(inv.rater_id, inv.study_id, inv.display_name, inv.specialty, hash_token(inv.token))
+    return RaterSession(row["id"], row["study_id"], row["display_name"], row["specialty"], row["token_hash"])
+
+
+def is_reviewer(display_name: str) -> bool:
+    return str(display_name).startswith(REVIEWER_PREFIX)

@@ -1,0 +1,100 @@
+"""Study setup (admin): create a study from cases with both contours, invite and revoke raters, progress."""
+
+import streamlit as st
+
+from lungseg.errors import LungsegError
+from lungseg.study import SPECIALTIES, DesignParams, StudyError
+from lungseg.study_material import AUTO_KINDS, AUTO_MODEL, AUTO_PERTURBED, DEMO_SOURCE, case_spec
+from lungseg_app import auth, cases, study_ui
+
+st.set_page_config(page_title="Study setup", layout="wide")
+st.title("Study setup")
+admin = auth.require_admin()
+store = study_ui.get_store()
+
+predictor, _ = cases.load_predictor()
+auto_kind = AUTO_MODEL if predictor is not None else AUTO_PERTURBED
+
+with st.expander("Create a study", expanded=not store.studies()):
+    if predictor is None:
+        st.warning("No tumour model is installed: the automatic contour of each case will be a **stand-in** "
+                   f"({AUTO_KINDS[AUTO_PERTURBED]}). Use such a study only to try the workflow.")
+    candidates = {"demo-phantom": {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": auto_kind}}
+    for p in cases.list_data_folder():
+        if p.suffix.lower() == ".zip":
+            candidates[p.name[:-4]] = {"source": str(p.resolve()), "roi": "GTV-1", "automatic": auto_kind}
+    with st.form("create_study"):
+        name = st.text_input("Study name", key="new_name")
+        chosen = st.multiselect("Cases (manual contour: phantom truth / RTSTRUCT GTV-1)", list(candidates),
+                                default=["demo-phantom"], key="new_cases")
+        c1, c2, c3 = st.columns(3)
+        per_case = c1.number_input("Slices per case", 1, 50, 5, key="new_slices")
+        repeats = c2.number_input("Repeated items", 0, 50, 0, key="new_repeats")
+        seed = c3.number_input("Random seed", 0, 2**31 - 1, 0, key="new_seed")
+        turing = st.checkbox("Also ask which contour a computer drew (Turing question)", key="new_turing")
+        create = st.form_submit_button("Create study")
+    if create:
+        try:
+            if not chosen:
+                raise StudyError("choose at least one case")
+            specs = []
+            with st.status("Preparing cases…") as box:
+                for cid in chosen:
+                    box.update(label=f"Preparing {cid}…")
+                    spec, _ = case_spec(cid, candidates[cid], load_ct=study_ui._load_ct, predict=study_ui._predict)
+                    specs.append(spec)
+                box.update(label="Cases ready", state="complete")
+            params = DesignParams(slices_per_case=int(per_case), repeats=int(repeats), turing=bool(turing),
+                                  seed=int(seed))
+            study = store.create_study(name, specs, params, actor=admin)
+            st.session_state["study_name"] = study.name
+            st.success(f"Created study {study.name!r} with {len(specs)} case(s).")
+        except (StudyError, LungsegError) as exc:
+            st.error(str(exc))
+
+if not store.studies():
+    st.stop()
+study = study_ui.pick_study(store, key="setup_study")
+case_rows = store.cases(study.id)
+st.caption(f"{len(case_rows)} case(s); Turing question: {'yes' if study.turing else 'no'}")
+st.dataframe([{"case": r["case_id"], "slices": len(r["metadata"].get("slices", [])),
+               "automatic contour": r["metadata"].get("automatic_description", r["metadata"].get("automatic", "")),
+               "tumour volume (ml)": r["tumour_volume_ml"]} for r in case_rows], hide_index=True)
+
+st.subheader("Invite a rater")
+with st.form("invite"):
+    c1, c2, c3 = st.columns([3, 2, 1])
+    rname = c1.text_input("Display name", key="inv_name")
+    spec = c2.selectbox("Specialty", SPECIALTIES, key="inv_spec")
+    days = c3.number_input("Valid (days)", 1, 365, 30, key="inv_days")
+    invite = st.form_submit_button("Invite")
+if invite:
+    try:
+        inv = store.invite_rater(study.id, rname, spec, actor=admin, expires_in_days=float(days))
+        base = ""
+        try:
+            base = str(st.context.url or "").split("?")[0].rsplit("/", 1)[0]
+        except Exception:  # noqa: BLE001 - older Streamlit: relative link
+            base = ""
+        st.success(f"Invited {inv.display_name}. Copy the personal link now: it is shown only once.")
+        st.code(inv.link(f"{base}/Rate"), language=None)
+    except StudyError as exc:
+        st.error(str(exc))
+
+st.subheader("Raters")
+raters = [r for r in store.raters(study.id) if not study_ui.is_reviewer(r.display_name)]
+if raters:
+    st.dataframe([{"id": r.id, "name": r.display_name, "specialty": r.specialty, "link id": r.token_id,
+                   "revoked": r.revoked, "expires": r.expires_at or "", "done": f"{r.done} of {r.total}"}
+                  for r in raters], hide_index=True)
+    active = {f"{r.display_name} (#{r.id})": r.id for r in raters if not r.revoked}
+    if active:
+        c1, c2 = st.columns([3, 1])
+        who = c1.selectbox("Revoke the link of", list(active), key="revoke_who")
+        if c2.button("Revoke", key="revoke_btn"):
+            store.revoke_rater(active[who], actor=admin)
+            st.rerun()
+else:
+    st.caption("No raters yet.")
+p = store.study_progress(study.id)
+st.caption(f"Votes so far: {p.done} of {p.total} assigned items.")
