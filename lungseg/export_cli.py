@@ -39,12 +39,12 @@ def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
 def _accepted_from_db(args: argparse.Namespace):
     """``--db DB --case ID [--study NAME]``: (LoadedCT, mask, source) of the case's accepted contour.
 
-    The latest review of the case decides which contour (automatic or manual); the contour is
-    recomputed from the case's source recorded in the study (see :mod:`lungseg.study_material`),
-    not read from any cache, so the CLI needs no app state.
+    The latest review of the case (by a rater or an admin) decides which contour (automatic or
+    manual); the contour is recomputed from the case's source recorded in the study (see
+    :mod:`lungseg.study_material`), not read from any cache, so the CLI needs no app state.
     """
     from .study import StudyStore
-    from .study_material import accepted_review, load_material
+    from .study_material import load_material
 
     store = StudyStore(args.db)
     try:
@@ -55,7 +55,7 @@ def _accepted_from_db(args: argparse.Namespace):
         if len(hits) > 1:
             raise InputError(f"case {args.case} is in several studies: name one with --study")
         st, row = hits[0]
-        rev = accepted_review(store.reviews_table(st.id), args.case)
+        rev = store.latest_review(st.id, args.case)  # rater or admin verdict
     finally:
         store.close()
     if rev is None or rev["accepted_source"] not in ("automatic", "manual"):

@@ -153,7 +153,10 @@ def load_material(
 
 
 def accepted_review(reviews: list[Mapping[str, Any]], case_id: str) -> Mapping[str, Any] | None:
-    """The latest review of ``case_id`` (rows of ``StudyStore.reviews_table``)."""
+    """The latest review of ``case_id``, by a rater or an admin (rows of ``StudyStore.reviews_table``).
+
+    ``reviews_table`` lists the newest first; on equal times the earlier row (the newer record) wins.
+    """
     rows = [r for r in reviews if str(r["case_id"]) == str(case_id)]
     return max(rows, key=lambda r: r["reviewed_at"]) if rows else None
 

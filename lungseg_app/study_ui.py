@@ -15,15 +15,13 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from lungseg.study import RaterSession, StudyError, StudyStore, default_db_path
-from lungseg.study.access import hash_token
+from lungseg.study import StudyError, StudyStore, default_db_path
 from lungseg.study_material import Material, load_material
 
 from . import cases, render
 
 CONTOUR_RGB = (255, 40, 40)  # one colour for both contours on the rating page
 DEFAULT_WIDTH, DEFAULT_LEVEL = 1500, -600
-REVIEWER_PREFIX = "reviewer:"
 
 
 @st.cache_resource(show_spinner=False)
@@ -146,25 +144,3 @@ def pick_study(store: StudyStore, key: str = "study_pick"):
     name = st.selectbox("Study", names, index=index, key=key)
     st.session_state["study_name"] = name
     return store.study(name)
-
-
-def reviewer_session(store: StudyStore, study, admin, specialty: str) -> RaterSession:
-    """The admin's reviewer identity in a study.
-
-    ``StudyStore.record_review`` takes a :class:`RaterSession` (reviews are keyed by rater).  An
-    admin reviews as a dedicated rater record named ``reviewer:<username>`` in the study, made on
-    first use; its token is never shown, so it can never be used to vote.
-    """
-    name = REVIEWER_PREFIX + admin.username
-    row = store._one(  # noqa: SLF001 - the library has no public lookup by name
-        "SELECT id, study_id, display_name, specialty, token_hash FROM raters WHERE study_id = ? AND display_name = ?",
-        (study.id, name),
-    )
-    if row is None:
-        inv = store.invite_rater(study.id, name, specialty, actor=admin)
-        return RaterSession(inv.rater_id, inv.study_id, inv.display_name, inv.specialty, hash_token(inv.token))
-    return RaterSession(row["id"], row["study_id"], row["display_name"], row["specialty"], row["token_hash"])
-
-
-def is_reviewer(display_name: str) -> bool:
-    return str(display_name).startswith(REVIEWER_PREFIX)

@@ -37,8 +37,7 @@ choices = {"Accept the automatic contour": "automatic", "Accept the manual conto
 with st.form("verdict"):
     pick = st.radio("Verdict", list(choices), key="review_pick")
     reason = st.text_input("Reason (required when rejecting both)", key="review_reason")
-    spec = st.selectbox("Your specialty (recorded with your first review in this study)", SPECIALTIES,
-                        index=1, key="review_spec")
+    spec = st.selectbox("Your specialty (recorded with your verdict)", SPECIALTIES, index=1, key="review_spec")
     save = st.form_submit_button("Record verdict")
 if save:
     source = choices[pick]
@@ -46,15 +45,14 @@ if save:
         st.error("Give a reason when rejecting both contours.")
     else:
         try:
-            rs = study_ui.reviewer_session(store, study, admin, spec)
-            store.record_review(rs, case_id, source, reason)
-            store.audit(admin, "case.review", study=study.name, case=case_id, accepted=source)
+            store.record_admin_review(admin, study, case_id, source, reason, specialty=spec)
             st.success(f"Recorded: {pick.lower()} for case {case_id}.")
         except StudyError as exc:
             st.error(str(exc))
 
-rows = [r for r in store.reviews_table(study.id) if r["case_id"] == case_id]
+rows = [r for r in store.reviews_table(study.id) if r["case_id"] == case_id]  # newest first
 if rows:
-    st.markdown("**Reviews of this case**")
-    st.dataframe([{"reviewer": r["rater_name"], "accepted": r["accepted_source"], "reason": r["reason"],
-                   "at": r["reviewed_at"]} for r in rows], hide_index=True)
+    st.markdown("**Reviews of this case** (newest first; the first is the one export uses)")
+    st.dataframe([{"reviewer": r["rater_name"], "role": r["reviewer_kind"], "specialty": r["rater_group"] or "",
+                   "accepted": r["accepted_source"], "reason": r["reason"], "at": r["reviewed_at"]} for r in rows],
+                 hide_index=True)

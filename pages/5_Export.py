@@ -25,10 +25,8 @@ admin = auth.require_admin()
 store = study_ui.get_store()
 study = study_ui.pick_study(store, key="export_study")
 
-reviews = store.reviews_table(study.id)
-latest = {}
-for cid in dict.fromkeys(r["case_id"] for r in reviews):
-    latest[cid] = accepted_review(reviews, cid)
+reviews = store.reviews_table(study.id)  # rater and admin verdicts, newest first
+latest = {cid: accepted_review(reviews, cid) for cid in dict.fromkeys(r["case_id"] for r in reviews)}
 ready = {c: r for c, r in latest.items() if r["accepted_source"] in ("automatic", "manual")}
 if not ready:
     st.info("No case has an accepted contour yet: record a verdict on the Review page first.")

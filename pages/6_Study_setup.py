@@ -82,7 +82,7 @@ if invite:
         st.error(str(exc))
 
 st.subheader("Raters")
-raters = [r for r in store.raters(study.id) if not study_ui.is_reviewer(r.display_name)]
+raters = store.raters(study.id)
 if raters:
     st.dataframe([{"id": r.id, "name": r.display_name, "specialty": r.specialty, "link id": r.token_id,
                    "revoked": r.revoked, "expires": r.expires_at or "", "done": f"{r.done} of {r.total}"}

@@ -189,8 +189,14 @@ def test_report_review_export_and_audit(store):
     rv.radio(key="review_pick").set_value("Accept the manual contour")
     next(b for b in rv.button if b.label == "Record verdict").click().run()
     assert not rv.exception and not rv.error, [e.value for e in rv.error]
-    rows = store.reviews_table("demo study")
-    assert rows and rows[-1]["accepted_source"] == "manual" and rows[-1]["rater_name"] == "reviewer:alice"
+    rows = store.reviews_table("demo study")  # newest first
+    assert rows and rows[0]["accepted_source"] == "manual"
+    assert (rows[0]["reviewer_kind"], rows[0]["rater_name"]) == ("admin", "alice")
+    assert any(r["action"] == "review.recorded" and r["actor"] == "alice" for r in store.audit_log(limit=5))
+    # the admin reviews as an admin: no rater record, no items, progress counts real raters only
+    raters = store.raters("demo study")
+    assert not any(r.display_name.startswith("reviewer:") for r in raters)
+    assert store.study_progress("demo study").total == sum(r.total for r in raters)
     # export: NIfTI of the accepted contour, audited
     ex = page("5_Export.py", admin=admin)
     assert not ex.exception and not ex.error
@@ -201,7 +207,7 @@ def test_report_review_export_and_audit(store):
     log = store.audit_log(limit=5)
     assert any(r["action"] == "contour.export" and r["detail"]["case"] == "demo-phantom"
                and r["detail"]["source"] == "manual" and r["actor"] == "alice" for r in log)
-    # the reviewer record is no rater: not listed on the setup page
+    # the setup page lists the real raters only
     st_ = page("6_Study_setup.py", admin=admin)
     assert not st_.exception and not st_.error
     names = [str(v) for d in st_.dataframe for v in d.value.get("name", [])]

@@ -199,10 +199,10 @@ def test_review_upsert_and_scope(store, study):
     store.record_review(session, "C0", "automatic", "fine")
     store.record_review(session, "C0", "none", "both miss the hilum")
     store.record_review(session, "C1", "manual")
-    rows = store.reviews_table(study)
-    assert [(r["case_id"], r["accepted_source"], r["reason"]) for r in rows] == [
-        ("C0", "none", "both miss the hilum"),
-        ("C1", "manual", ""),
+    rows = store.reviews_table(study)  # newest first
+    assert [(r["case_id"], r["accepted_source"], r["reason"], r["reviewer_kind"]) for r in rows] == [
+        ("C1", "manual", "", "rater"),
+        ("C0", "none", "both miss the hilum", "rater"),
     ]
     with pytest.raises(StudyError):
         store.record_review(session, "C0", "both")
@@ -212,7 +212,147 @@ def test_review_upsert_and_scope(store, study):
         store.record_review(session, "Z", "manual")
 
 
+def _admin(store, name="alice"):
+    from lungseg.study import admin_login, set_admin_password
+
+    set_admin_password(store, name, "correct horse battery")
+    return admin_login(store, name, "correct horse battery", sleep=lambda s: None)
+
+
+def test_admin_review_recorded_replaced_and_audited(store, study):
+    admin = _admin(store)
+    raters_before = store.raters(study)
+    total_before = store.study_progress(study).total
+    first = store.record_admin_review(admin, study.name, "C0", "automatic", "fine", specialty="Radiologist")
+    assert first.admin == "alice" and first.rater_id is None and first.accepted_source == "automatic"
+    again = store.record_admin_review(admin, study.id, "C0", "none", "both miss the hilum")
+    rows = store.reviews_table(study)
+    assert len(rows) == 1  # the same admin's earlier verdict on the case is replaced
+    row = rows[0]
+    assert (row["case_id"], row["accepted_source"], row["reason"]) == ("C0", "none", "both miss the hilum")
+    assert (row["reviewer_kind"], row["rater_name"], row["rater_id"]) == ("admin", "alice", "admin:alice")
+    assert row["reviewed_at"] == again.reviewed_at
+    # no rater record, no assignments: the study's raters and progress totals are unchanged
+    assert store.raters(study) == raters_before and store.study_progress(study).total == total_before
+    log = [r for r in store.audit_log() if r["action"] == "review.recorded"]
+    assert [(r["actor"], r["detail"]["case"], r["detail"]["accepted"], r["detail"]["replaced"]) for r in log] == [
+        ("alice", "C0", "none", "automatic"),
+        ("alice", "C0", "automatic", None),
+    ]
+    # a rater's and another admin's verdicts on the same case stand beside it; the newest leads
+    store.record_review(_session(store, study), "C0", "manual")
+    store.record_admin_review(_admin(store, "bob"), study, "C0", "automatic")
+    rows = store.reviews_table(study)
+    assert [(r["reviewer_kind"], r["rater_name"], r["accepted_source"]) for r in rows] == [
+        ("admin", "bob", "automatic"), ("rater", "Dr A", "manual"), ("admin", "alice", "none")]
+    assert store.latest_review(study, "C0")["rater_name"] == "bob"
+    assert store.latest_review(study, "C2") is None
+    with pytest.raises(StudyError, match="not in study"):
+        store.record_admin_review(admin, study, "Z", "manual")
+    with pytest.raises(StudyError):
+        store.record_admin_review(admin, study, "C1", "both")
+
+
+def test_admin_review_refuses_invalid_sessions(store, study):
+    from datetime import timedelta
+
+    from lungseg.study import AdminSession
+
+    admin = _admin(store)
+    now = store.now()
+    expired = AdminSession("alice", now - timedelta(hours=9), now - timedelta(hours=1))
+    forged = AdminSession("mallory", now, now + timedelta(hours=1))  # no such admin
+    for bad in (expired, forged, "alice", _session(store, study)):
+        with pytest.raises(AccessDenied):
+            store.record_admin_review(bad, study, "C0", "manual")
+    assert store.reviews_table(study) == []
+    assert not [r for r in store.audit_log() if r["action"] == "review.recorded"]
+    store.record_admin_review(admin, study, "C0", "manual")  # the real session still works
+
+
 # ----------------------------------------------------------------------------- migrations
+
+
+def test_migration_from_v2_keeps_reviews_and_votes_and_folds_hidden_reviewers(tmp_path):
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    assert migrate(conn, target=2) == 2
+    conn.executescript(
+        """
+        INSERT INTO studies (id, name, instructions, design_json, created_at) VALUES (1, 'old', 'pick', NULL, 't');
+        INSERT INTO cases (id, study_id, case_key) VALUES (1, 1, 'K1'), (2, 1, 'K2');
+        INSERT INTO items (id, study_id, case_id, item_key, slice_index) VALUES (1, 1, 1, 'K1/z001', 1);
+        INSERT INTO raters (id, study_id, display_name, specialty, external_id, created_at)
+            VALUES (1, 1, 'Dr Old', 'Radiologist', 'r1', 't'),
+                   (2, 1, 'reviewer:alice', 'Radiation oncologist', NULL, 't');
+        INSERT INTO admins (username, pw_hash, salt, scrypt_n, scrypt_r, scrypt_p, updated_at)
+            VALUES ('alice', x'00', x'00', 16384, 8, 1, 't');
+        INSERT INTO assignments (rater_id, study_id, item_id, position, auto_side)
+            VALUES (1, 1, 1, 1, 'right'), (2, 1, 1, 1, 'left');
+        INSERT INTO votes (study_id, rater_id, item_id, side, auto_side, source, response_ms, cast_at, turing)
+            VALUES (1, 1, 1, 'right', 'right', 'automatic', 900, 't', 'left');
+        INSERT INTO reviews (id, study_id, case_id, rater_id, accepted_source, reason, reviewed_at)
+            VALUES (7, 1, 1, 1, 'automatic', 'ok', '2024-01-01T00:00:00.000000+00:00'),
+                   (8, 1, 1, 2, 'manual', 'closer', '2024-01-02T00:00:00.000000+00:00'),
+                   (9, 1, 2, 2, 'none', 'both off', '2024-01-03T00:00:00.000000+00:00');
+        """
+    )
+    conn.close()
+    with StudyStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        votes = s.votes_table("old")
+        assert len(votes) == 1 and votes[0]["chosen"] == "automatic" and votes[0]["turing"] == "left"
+        assert votes[0]["rater_id"] == "r1" and votes[0]["response_ms"] == 900
+        rows = s.reviews_table("old")
+        assert [(r["case_id"], r["reviewer_kind"], r["rater_id"], r["rater_name"], r["rater_group"],
+                 r["accepted_source"], r["reason"]) for r in rows] == [
+            ("K2", "admin", "admin:alice", "alice", "Radiation oncologist", "none", "both off"),
+            ("K1", "admin", "admin:alice", "alice", "Radiation oncologist", "manual", "closer"),
+            ("K1", "rater", "r1", "Dr Old", "Radiologist", "automatic", "ok"),
+        ]
+        assert [r[0] for r in s.conn.execute("SELECT id FROM reviews ORDER BY id")] == [7, 8, 9]
+        # the hidden reviewer rater and its assignments are gone; the real rater is untouched
+        assert [r.display_name for r in s.raters("old")] == ["Dr Old"]
+        assert s.study_progress("old").total == 1
+        assert [r["detail"] for r in s.audit_log() if r["action"] == "rater.reviewer_converted"] == [
+            {"rater_id": 2, "admin": "alice"}]
+        assert s.integrity_check() == "ok"
+        assert not s.conn.execute("PRAGMA foreign_key_check").fetchall()
+        # the rebuilt table keeps the upsert of rater reviews
+        s.conn.execute("UPDATE raters SET token_hash = 'h' WHERE id = 1")
+        from lungseg.study import RaterSession
+
+        s.record_review(RaterSession(1, 1, "Dr Old", "Radiologist", "h"), "K1", "manual")
+        assert len(s.reviews_table("old")) == 3 and s.latest_review("old", "K1")["rater_name"] == "Dr Old"
+
+
+def test_failed_migration_leaves_v2_untouched(tmp_path, monkeypatch):
+    from lungseg.study import store as store_mod
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=2) == 2
+    conn.executescript(
+        """
+        INSERT INTO studies (id, name, instructions, design_json, created_at) VALUES (1, 'old', '', NULL, 't');
+        INSERT INTO cases (id, study_id, case_key) VALUES (1, 1, 'K1');
+        INSERT INTO raters (id, study_id, display_name, specialty, created_at)
+            VALUES (1, 1, 'Dr A', 'Radiologist', 't');
+        INSERT INTO reviews (study_id, case_id, rater_id, accepted_source, reviewed_at) VALUES (1, 1, 1, 'manual', 't');
+        """
+    )
+    broken = [*store_mod.MIGRATIONS[:2], [*store_mod.MIGRATIONS[2][:5], "SELECT no_such_function()"]]
+    monkeypatch.setattr(store_mod, "MIGRATIONS", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn, target=3)
+    assert schema_version(conn) == 2
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(reviews)")]
+    assert "admin_username" not in cols
+    assert conn.execute("SELECT rater_id, accepted_source FROM reviews").fetchall() == [(1, "manual")]
+    assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews_v3'").fetchone()
+    conn.close()
+
 
 
 def test_migration_from_v1_keeps_data(tmp_path):

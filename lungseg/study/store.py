@@ -179,8 +179,57 @@ _V2 = [
     "CREATE INDEX audit_by_time ON audit (at)",
 ]
 
+# v3: a clinical review is recorded per *reviewer*, who is either a rater of the study or an
+# admin (by username).  SQLite cannot drop NOT NULL from ``reviews.rater_id`` with ALTER TABLE, so
+# the table is rebuilt (create, copy, drop, rename: nothing references ``reviews``), inside the
+# one transaction :func:`migrate` runs every step in.  Existing reviews keep their ids.
+#
+# Until v3 the review page stood admins in as hidden raters named ``reviewer:<username>`` (with
+# item assignments, which inflated progress totals).  Such a rater (the name matches an existing
+# admin and it never voted) is folded into its admin: its reviews become that admin's, its
+# specialty is kept on the review, and the rater and its assignments are removed, with an audit
+# row (``rater.reviewer_converted``) for each.
+_HIDDEN_REVIEWERS = (
+    "SELECT r.id, r.specialty, a.username FROM raters r JOIN admins a ON r.display_name = 'reviewer:' || a.username "
+    "WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.rater_id = r.id)"
+)
+_V3 = [
+    f"CREATE TEMP TABLE _hidden_reviewers AS {_HIDDEN_REVIEWERS}",
+    """CREATE TABLE reviews_v3 (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL,
+        case_id INTEGER NOT NULL,
+        rater_id INTEGER,
+        admin_username TEXT REFERENCES admins(username),
+        specialty TEXT,
+        accepted_source TEXT NOT NULL CHECK (accepted_source IN ('automatic', 'manual', 'none')),
+        reason TEXT NOT NULL DEFAULT '',
+        reviewed_at TEXT NOT NULL,
+        CHECK ((rater_id IS NULL) <> (admin_username IS NULL)),
+        CHECK (rater_id IS NULL OR specialty IS NULL),
+        UNIQUE (case_id, rater_id),
+        UNIQUE (case_id, admin_username),
+        FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id),
+        FOREIGN KEY (rater_id, study_id) REFERENCES raters(id, study_id))""",
+    """INSERT INTO reviews_v3 (id, study_id, case_id, rater_id, admin_username, specialty, accepted_source, reason,
+                               reviewed_at)
+       SELECT v.id, v.study_id, v.case_id, CASE WHEN h.id IS NULL THEN v.rater_id END, h.username, h.specialty,
+              v.accepted_source, v.reason, v.reviewed_at
+       FROM reviews v LEFT JOIN _hidden_reviewers h ON h.id = v.rater_id""",
+    "DROP TABLE reviews",
+    "ALTER TABLE reviews_v3 RENAME TO reviews",
+    "CREATE INDEX reviews_by_study ON reviews (study_id, reviewed_at)",
+    "DELETE FROM assignments WHERE rater_id IN (SELECT id FROM _hidden_reviewers)",
+    "DELETE FROM raters WHERE id IN (SELECT id FROM _hidden_reviewers)",
+    """INSERT INTO audit (at, actor, action, detail)
+       SELECT strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'), 'schema-migration', 'rater.reviewer_converted',
+              json_object('rater_id', id, 'admin', username)
+       FROM _hidden_reviewers ORDER BY id""",
+    "DROP TABLE _hidden_reviewers",
+]
+
 #: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -328,11 +377,14 @@ class RaterInfo:
 
 @dataclass(frozen=True)
 class Review:
+    """One clinical verdict on a case, by a rater (``rater_id``) or by an admin (``admin``)."""
+
     case_id: str
-    rater_id: int
+    rater_id: int | None
     accepted_source: str
     reason: str
     reviewed_at: str
+    admin: str | None = None
 
 
 def _side(value: Any, what: str) -> str:
@@ -869,18 +921,23 @@ class StudyStore:
             total = conn.execute("SELECT COUNT(*) FROM assignments WHERE study_id = ?", (study_id,)).fetchone()[0]
         return Progress(done, total)
 
-    def record_review(self, session: RaterSession, case_id: str, accepted_source: str, reason: str = "") -> Review:
-        """The clinical verdict of the signed-in rater on a whole case of their study.
-
-        ``accepted_source``: ``"automatic"``, ``"manual"`` or ``"none"`` (neither is clinically
-        acceptable); ``reason`` is free text.  Recording again replaces the earlier verdict.
-        """
+    @staticmethod
+    def _verdict(accepted_source: Any, reason: Any) -> tuple[str, str]:
         source = str(accepted_source or "").strip().lower()
         if source not in ("automatic", "manual", "none"):
             raise StudyError(f"accepted source must be automatic, manual or none, got {accepted_source!r}")
         reason = str(reason or "").strip()
         if len(reason) > MAX_COMMENT:
             raise StudyError(f"reason must be at most {MAX_COMMENT} characters")
+        return source, reason
+
+    def record_review(self, session: RaterSession, case_id: str, accepted_source: str, reason: str = "") -> Review:
+        """The clinical verdict of the signed-in rater on a whole case of their study.
+
+        ``accepted_source``: ``"automatic"``, ``"manual"`` or ``"none"`` (neither is clinically
+        acceptable); ``reason`` is free text.  Recording again replaces the earlier verdict.
+        """
+        source, reason = self._verdict(accepted_source, reason)
         now = self.now_iso()
         with self.transaction() as conn:
             self._check_session(conn, session)
@@ -897,6 +954,59 @@ class StudyStore:
                 (session.study_id, row[0], session.rater_id, source, reason, now),
             )
         return Review(str(case_id), session.rater_id, source, reason, now)
+
+    def _check_admin(self, conn: sqlite3.Connection, admin: AdminSession) -> None:
+        """Re-check an admin session (inside the caller's transaction): unexpired, admin still exists."""
+        if not isinstance(admin, AdminSession):
+            raise AccessDenied("an admin review must be recorded through a signed-in admin session")
+        now = self.now()
+        if not admin.valid(now) or admin.logged_in_at > now:
+            raise AccessDenied("the admin session has expired: sign in again")
+        if conn.execute("SELECT 1 FROM admins WHERE username = ?", (admin.username,)).fetchone() is None:
+            raise AccessDenied(f"{admin.username!r} is not an admin of this database")
+
+    def record_admin_review(
+        self,
+        admin: AdminSession,
+        study: "str | int | Study",
+        case_id: str,
+        accepted_source: str,
+        reason: str = "",
+        *,
+        specialty: str | None = None,
+    ) -> Review:
+        """The clinical verdict of a signed-in admin on a case of ``study`` (not blinded).
+
+        As :meth:`record_review`, but the reviewer is the admin (no rater record, no items):
+        recording again replaces the same admin's earlier verdict on that case.  ``specialty``
+        (optional) is kept with the verdict.  Raises :class:`AccessDenied` for an expired or
+        forged session.  Audited as ``review.recorded``.
+        """
+        source, reason = self._verdict(accepted_source, reason)
+        spec = None if specialty is None else canonical_specialty(specialty)
+        st = self.study(study)
+        now = self.now_iso()
+        with self.transaction() as conn:
+            self._check_admin(conn, admin)
+            row = conn.execute(
+                "SELECT id FROM cases WHERE study_id = ? AND case_key = ?", (st.id, str(case_id))
+            ).fetchone()
+            if row is None:
+                raise StudyError(f"case {case_id} is not in study {st.name!r}")
+            previous = conn.execute(
+                "SELECT accepted_source FROM reviews WHERE case_id = ? AND admin_username = ?",
+                (row[0], admin.username),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO reviews (study_id, case_id, admin_username, specialty, accepted_source, reason, "
+                "reviewed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_id, admin_username) DO UPDATE SET "
+                "specialty = excluded.specialty, accepted_source = excluded.accepted_source, "
+                "reason = excluded.reason, reviewed_at = excluded.reviewed_at",
+                (st.id, row[0], admin.username, spec, source, reason, now),
+            )
+            self.audit(admin, "review.recorded", study=st.name, case=str(case_id), accepted=source,
+                       replaced=previous[0] if previous else None)
+        return Review(str(case_id), None, source, reason, now, admin=admin.username)
 
     # -- tables for reports and export ----------------------------------------------------
 
@@ -924,14 +1034,29 @@ class StudyStore:
         )
 
     def reviews_table(self, study: "str | int | Study") -> list[dict[str, Any]]:
-        """Every clinical review of a study as plain rows."""
+        """Every clinical review of a study as plain rows, newest first.
+
+        Rater and admin reviews alike: ``reviewer_kind`` is ``"rater"`` or ``"admin"``;
+        ``rater_id`` is the rater's id (as in :meth:`votes_table`) or ``admin:<username>``,
+        ``rater_name`` the rater's display name or the admin's username, ``rater_group`` the
+        specialty (for an admin, the one given with the verdict, if any).  The first row of a
+        case is its latest verdict (see :meth:`latest_review`).
+        """
         return self._rows(
-            "SELECT COALESCE(r.external_id, CAST(r.id AS TEXT)) AS rater_id, r.display_name AS rater_name, "
-            "r.specialty AS rater_group, c.case_key AS case_id, v.accepted_source, v.reason, v.reviewed_at "
-            "FROM reviews v JOIN raters r ON r.id = v.rater_id JOIN cases c ON c.id = v.case_id "
-            "WHERE v.study_id = ? ORDER BY r.id, c.id",
+            "SELECT CASE WHEN v.rater_id IS NULL THEN 'admin:' || v.admin_username "
+            "ELSE COALESCE(r.external_id, CAST(r.id AS TEXT)) END AS rater_id, "
+            "COALESCE(r.display_name, v.admin_username) AS rater_name, "
+            "COALESCE(r.specialty, v.specialty) AS rater_group, "
+            "CASE WHEN v.rater_id IS NULL THEN 'admin' ELSE 'rater' END AS reviewer_kind, "
+            "c.case_key AS case_id, v.accepted_source, v.reason, v.reviewed_at "
+            "FROM reviews v LEFT JOIN raters r ON r.id = v.rater_id JOIN cases c ON c.id = v.case_id "
+            "WHERE v.study_id = ? ORDER BY v.reviewed_at DESC, v.id DESC",
             (self.study(study).id,),
         )
+
+    def latest_review(self, study: "str | int | Study", case_id: str) -> dict[str, Any] | None:
+        """The newest verdict on a case (by a rater or an admin), a :meth:`reviews_table` row."""
+        return next((r for r in self.reviews_table(study) if r["case_id"] == str(case_id)), None)
 
     def vote_count(self, study: "str | int | Study | None" = None) -> int:
         with self.locked() as conn:
