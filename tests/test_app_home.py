@@ -76,7 +76,7 @@ def test_open_image_from_data_folder_and_reopen_from_disk_cache(_app_env, tmp_pa
     case = at.session_state["case"]
     assert case.label == "small" and not case.from_cache
     # a fresh process would find both the CT and the result on disk
-    again = cases.open_path(_app_env / "small.nii.gz", None, lambda m, f: None)
+    again = cases.open_path(_app_env / "small.nii.gz", cases.load_predictor()[0], lambda m, f: None)
     assert again.from_cache and again.key == case.key
     assert np.array_equal(again.result.lungs.lung_region, case.result.lungs.lung_region)
 
