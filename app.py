@@ -17,7 +17,8 @@ if state.current() is None and not st.session_state.get("demo_tried"):
     st.session_state["demo_tried"] = True
     state.open_case("demo")
 
-tab_demo, tab_folder, tab_upload = st.tabs(["Demo", "Data folder", "Upload"])
+# keyed tabs keep the chosen source across reruns (choosing a case reruns the page)
+tab_demo, tab_folder, tab_upload = st.tabs(["Demo", "Data folder", "Upload"], key="source_tab", on_change="rerun")
 
 with tab_demo:
     st.write("A synthetic chest CT with one tumour; its true tumour is shown as the manual contour.")

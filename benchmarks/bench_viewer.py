@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from _common import shared_data
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from lungseg_app.serve import app_server, launch_chromium, rss_mb
 from playwright.sync_api import expect, sync_playwright
@@ -27,15 +28,29 @@ def viewer_frame(page):
     raise RuntimeError("viewer frame not found")
 
 
+def settle(page) -> None:
+    """Wait for the rerun a widget change starts to finish."""
+    page.wait_for_timeout(400)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    page.wait_for_timeout(200)
+
+
 def open_lung1(page, url) -> float:
     """Seconds from clicking Open to the manual-contour overlay painted in the viewer."""
     page.goto(url)
     expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=120_000)
     page.get_by_role("tab", name="Data folder").click()
+    settle(page)
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Case").first.click()
     page.get_by_role("option", name="LUNG1-001.zip").click()
+    settle(page)  # the selection reruns the page
     t0 = time.perf_counter()
-    page.get_by_role("button", name="Open selected case").click()
+    for _ in range(10):  # a rerun can detach the button under the click: retry
+        try:
+            page.get_by_role("button", name="Open selected case").click(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            page.wait_for_timeout(500)
     expect(page.get_by_text("Case: LUNG1-001")).to_be_visible(timeout=300_000)
     page.get_by_role("link", name=re.compile("Open the viewer")).click()
     loc = page.frame_locator("iframe").last.locator('img[data-layer="manual contour"]')

@@ -97,6 +97,8 @@ def test_lung1_001_from_data_folder(page, server, data_dir):
     page.goto(server)
     playwright_api.expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=90_000)
     page.get_by_role("tab", name="Data folder").click()
+    page.wait_for_timeout(400)  # the keyed tabs rerun the page on a switch
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
     sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case").first
     sel.click()
     page.get_by_role("option", name="LUNG1-001.zip").click()
