@@ -8,9 +8,10 @@ from lungseg.lesions import lesion_table
 from lungseg.metrics import evaluate_case
 from lungseg.segment import DEFAULT_MODEL, TumourPredictor
 
-# The shipped model was trained on LUNG1-001 and LUNG1-002 (+ synthetic tumours) and never saw
-# LUNG1-003 (see models/README.md).  Floors sit just under the measured figures.
-SEEN_CASE_DICE_FLOOR = 0.8  # LUNG1-001, a training case: proves the grid round trip on real data
+# The shipped model was trained on all three LUNG1 patients (+ synthetic tumours); its accuracy on
+# unseen patients is the leave-one-patient-out table in models/README.md.  LUNG1-001 measures
+# Dice 0.862: the floor sits under it and proves the real-data path (grid round trip, lesions).
+SEEN_CASE_DICE_FLOOR = 0.8
 
 
 @pytest.fixture(scope="module")
