@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from _common import REPO, peak_rss_mb, shared_data
 
-from lungseg.datasets import CaseRef, discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
+from lungseg.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
 from lungseg.metrics import evaluate_case
 from lungseg.segment import TumourPredictor
 from lungseg.segment_cli import evaluate_cohort, summarise

@@ -165,3 +165,15 @@ def synthetic_chest_ct(spec: PhantomSpec = PhantomSpec()) -> Phantom:
         couch=couch,
         spine_x_mm=0.0,
     )
+
+
+def demo_case(spec: PhantomSpec = PhantomSpec()):
+    """The offline demo: the phantom as a ``LoadedCT`` and its true tumour mask."""
+    from .io import LoadedCT
+
+    ph = synthetic_chest_ct(spec)
+    v = ph.ct
+    info = {"source": "synthetic phantom", "modality": "CT (synthetic)", "manufacturer": "lungseg", "model": "phantom",
+            "slice_thickness_mm": round(v.spacing[2], 4), "n_slices": v.shape[0],
+            "size_xyz": [int(s) for s in v.grid.size], "spacing_mm": [round(s, 4) for s in v.spacing]}
+    return LoadedCT(v, v.grid, ph.label, info), np.asarray(ph.tumour, bool)

@@ -79,17 +79,9 @@ def perturb(mask: np.ndarray, grow: int = 2, shift_yx: tuple[int, int] = (2, 3))
 
 def demo_loaded():
     """The synthetic phantom as a LoadedCT and its true tumour mask."""
-    from .io import LoadedCT
-    from .phantom import synthetic_chest_ct
-    from .volume import Grid
+    from .phantom import demo_case
 
-    ph = synthetic_chest_ct()
-    v = ph.ct
-    info = {"source": "synthetic phantom", "modality": "CT (synthetic)", "manufacturer": "lungseg", "model": "phantom",
-            "slice_thickness_mm": round(v.spacing[2], 4), "n_slices": v.shape[0],
-            "size_xyz": [int(s) for s in v.grid.size], "spacing_mm": [round(s, 4) for s in v.spacing]}
-    loaded = LoadedCT(v, Grid(v.grid.size, v.spacing, v.origin, v.direction), ph.label, info)
-    return loaded, np.asarray(ph.tumour, bool)
+    return demo_case()
 
 
 def default_predictor():

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from lungseg.errors import LungsegError
-from lungseg.io import IMAGE_SUFFIXES, LoadedCT, find_structure_set, load_contour, load_rtstruct
+from lungseg.io import LoadedCT, find_structure_set, load_contour, load_rtstruct
 from lungseg.lesions import lesion_table
 from lungseg.lungs import LungResult
 from lungseg.pipeline import CaseResult, content_hash, process_case
@@ -168,16 +168,10 @@ def model_version(predictor) -> str:
 
 
 def demo_loaded() -> tuple[LoadedCT, np.ndarray]:
-    from lungseg.phantom import synthetic_chest_ct
-    from lungseg.volume import Grid
+    """The synthetic phantom as a LoadedCT and its true tumour mask."""
+    from lungseg.phantom import demo_case
 
-    ph = synthetic_chest_ct()
-    v = ph.ct
-    info = {"source": "synthetic phantom", "modality": "CT (synthetic)", "manufacturer": "lungseg", "model": "phantom",
-            "slice_thickness_mm": round(v.spacing[2], 4), "n_slices": v.shape[0],
-            "size_xyz": [int(s) for s in v.grid.size], "spacing_mm": [round(s, 4) for s in v.spacing]}
-    loaded = LoadedCT(v, Grid(v.grid.size, v.spacing, v.origin, v.direction), ph.label, info)
-    return loaded, ph.tumour
+    return demo_case()
 
 
 def source_key(path: Path) -> str:

@@ -218,7 +218,6 @@ def test_export_cli_db_case_form(store, tmp_path):
     """``export --db DB --case ID`` writes the accepted contour (the review test above accepted manual)."""
     import argparse
 
-    import numpy as np
     import SimpleITK as sitk
 
     from lungseg import export_cli

@@ -1,6 +1,5 @@
 """The viewer in a real browser: a `streamlit run` server on a free localhost port and headless Chromium."""
 
-import os
 import re
 from pathlib import Path
 
