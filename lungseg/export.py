@@ -199,17 +199,23 @@ def _ds_str(v: float) -> str:
 # DICOM SEG
 
 
+def _dicom_inputs(loaded: LoadedCT, mask: np.ndarray, source: str, kind: str, needs: str):
+    """Checks shared by the DICOM writers: a DICOM source, a fitting non-empty mask, a known source."""
+    src = _require_dicom(loaded, kind)
+    mask = _check_mask(loaded, mask)
+    source = _check_source(source)
+    if not mask.any():
+        raise ExportError(f"the mask is empty: {needs} (export NIfTI/NRRD for an empty result)")
+    return src, mask, source
+
+
 def write_seg(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
               description: str | None = None, source: str = "automatic") -> Path:
     """The mask as a BINARY DICOM SEG (one segment) referencing the source CT slices."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    src = _require_dicom(loaded, "DICOM SEG")
-    mask = _check_mask(loaded, mask)
-    source = _check_source(source)
-    if not mask.any():
-        raise ExportError("the mask is empty: a DICOM SEG needs at least one voxel (export NIfTI/NRRD for an empty result)")
+    src, mask, source = _dicom_inputs(loaded, mask, source, "DICOM SEG", "a DICOM SEG needs at least one voxel")
     path = _out_path(out, "seg", name)
 
     # frames aligned with the sorted source files: the source grid's k-th slice is files[k]
@@ -344,11 +350,7 @@ def rtstruct_contours(volume: Volume, mask: np.ndarray) -> dict[int, list[np.nda
 def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
                    description: str | None = None, source: str = "automatic") -> Path:
     """The mask as a DICOM RT Structure Set with one ROI referencing the source CT slices."""
-    src = _require_dicom(loaded, "DICOM RTSTRUCT")
-    mask = _check_mask(loaded, mask)
-    source = _check_source(source)
-    if not mask.any():
-        raise ExportError("the mask is empty: an RTSTRUCT needs at least one contour (export NIfTI/NRRD for an empty result)")
+    src, mask, source = _dicom_inputs(loaded, mask, source, "DICOM RTSTRUCT", "an RTSTRUCT needs at least one contour")
     path = _out_path(out, "rtstruct", name)
     refs = _slice_references(loaded)
     if len(refs) != loaded.volume.shape[0]:

@@ -83,6 +83,8 @@ class DicomSource:
     sop_instance_uids: list[str]
     sop_class_uid: str
     headers: list[pydicom.Dataset] = field(repr=False, default_factory=list)
+    # (row dir, column dir, normal, first position, slice step, pixel spacing) as validated
+    geometry: tuple | None = field(repr=False, default=None)
 
 
 @dataclass
@@ -436,7 +438,7 @@ def _sorted_ct_slices(items: list[tuple[Path, pydicom.Dataset]], label: str) -> 
         headers=headers,
     )
     # geometry computed here, not taken from the reader, so it follows the validated order
-    source.__dict__["_geometry"] = (row_dir, col_dir, normal, ipp[0], step, [float(v) for v in first.PixelSpacing])
+    source.geometry = (row_dir, col_dir, normal, ipp[0], step, [float(v) for v in first.PixelSpacing])
     return source, notes
 
 
@@ -452,7 +454,7 @@ def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:
     n = len(source.files)
     if image.GetSize()[2] != n:
         raise InputError(f"{label}: read {image.GetSize()[2]} slices, expected {n}")
-    row_dir, col_dir, normal, origin, step, ps = source.__dict__["_geometry"]
+    row_dir, col_dir, normal, origin, step, ps = source.geometry
     image.SetOrigin(tuple(float(v) for v in origin))
     image.SetSpacing((float(ps[1]), float(ps[0]), float(step)))
     image.SetDirection(tuple(float(v) for v in np.stack([row_dir, col_dir, normal], axis=1).ravel()))

@@ -941,9 +941,7 @@ class StudyStore:
         now = self.now_iso()
         with self.transaction() as conn:
             self._check_session(conn, session)
-            row = conn.execute(
-                "SELECT id FROM cases WHERE study_id = ? AND case_key = ?", (session.study_id, str(case_id))
-            ).fetchone()
+            row = self._case_row(conn, session.study_id, case_id)
             if row is None:
                 raise AccessDenied(f"case {case_id} is not part of your study")
             conn.execute(
@@ -954,6 +952,11 @@ class StudyStore:
                 (session.study_id, row[0], session.rater_id, source, reason, now),
             )
         return Review(str(case_id), session.rater_id, source, reason, now)
+
+    @staticmethod
+    def _case_row(conn: sqlite3.Connection, study_id: int, case_id: str):
+        """The ``cases`` row id of ``case_id`` in a study, or None."""
+        return conn.execute("SELECT id FROM cases WHERE study_id = ? AND case_key = ?", (study_id, str(case_id))).fetchone()
 
     def _check_admin(self, conn: sqlite3.Connection, admin: AdminSession) -> None:
         """Re-check an admin session (inside the caller's transaction): unexpired, admin still exists."""
@@ -988,9 +991,7 @@ class StudyStore:
         now = self.now_iso()
         with self.transaction() as conn:
             self._check_admin(conn, admin)
-            row = conn.execute(
-                "SELECT id FROM cases WHERE study_id = ? AND case_key = ?", (st.id, str(case_id))
-            ).fetchone()
+            row = self._case_row(conn, st.id, case_id)
             if row is None:
                 raise StudyError(f"case {case_id} is not in study {st.name!r}")
             previous = conn.execute(
