@@ -114,6 +114,10 @@ def test_lung1_001_from_data_folder(page, server, data_dir):
     btn.click()
     wait_slice(page, target)
     playwright_api.expect(frame(page).locator('img[data-layer="manual contour"]')).to_be_visible()
+    # the jump button reran the page: let it settle and give the viewer focus before typing
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    frame(page).locator("#axial").click()
+    wait_slice(page, target)
     page.keyboard.press("ArrowDown")
     wait_slice(page, target - 1)
     page.keyboard.press("ArrowUp")
