@@ -11,10 +11,10 @@ import time
 import numpy as np
 from _common import peak_rss_mb, shared_data
 
-from lungseg.io import load_ct
+from lungseg.imaging.io import load_ct
 from lungseg.lungs import isolate
-from lungseg.phantom import PhantomSpec, synthetic_chest_ct
-from lungseg.volume import Volume
+from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+from lungseg.imaging.volume import Volume
 
 
 def best_of(n, fn):

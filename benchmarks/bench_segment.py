@@ -14,9 +14,9 @@ import SimpleITK as sitk
 import torch
 from _common import peak_rss_mb, shared_data
 
-from lungseg.io import load_ct
+from lungseg.imaging.io import load_ct
 from lungseg.lungs import isolate
-from lungseg.segment import DEFAULT_MODEL, TumourPredictor
+from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
 
 def main():

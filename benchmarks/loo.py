@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from _common import REPO, peak_rss_mb, shared_data
 
-from lungseg.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
+from lungseg.tumour.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
 from lungseg.metrics import evaluate_case
-from lungseg.segment import TumourPredictor
-from lungseg.segment_cli import evaluate_cohort, summarise
-from lungseg.train import TrainConfig, train
-from lungseg.unet import UNetConfig
+from lungseg.tumour.segment import TumourPredictor
+from lungseg.cli.segment import evaluate_cohort, summarise
+from lungseg.tumour.train import TrainConfig, train
+from lungseg.tumour.unet import UNetConfig
 
 SAME_PATIENT = {"LUNG1-002": ["ibsi-ct-phantom"]}
 
@@ -57,8 +57,8 @@ def train_model(refs, out_dir: Path, args) -> Path:
 
 def synthetic_heldout(model: Path, n: int, seed: int = 999) -> list[float]:
     from lungseg.lungs import isolate
-    from lungseg.phantom import PhantomSpec, synthetic_chest_ct
-    from lungseg.synthetic_tumours import insert_tumours
+    from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+    from lungseg.tumour.synthetic import insert_tumours
 
     predictor = TumourPredictor(model, "auto")
     dices = []

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from lungseg.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Export of a mask onto the source CT: NIfTI, NRRD, DICOM SEG and DICOM RTSTRUCT.
 
-Every exporter takes the :class:`~lungseg.io.LoadedCT` the mask was made on and a boolean mask on
+Every exporter takes the :class:`~lungseg.imaging.io.LoadedCT` the mask was made on and a boolean mask on
 its canonical grid (``loaded.volume``), and writes the mask *on the source's own grid*:
 
 * ``nifti`` / ``nrrd``: a compressed uint8 label image (1 inside) with the input's geometry
@@ -9,7 +9,7 @@ its canonical grid (``loaded.volume``), and writes the mask *on the source's own
   slices; it references the CT's series, study and frame of reference.
 * ``rtstruct``: a DICOM RT Structure Set with one ROI: closed planar contours per axial slice
   (outer boundaries and holes as separate contours; readers fill them even-odd, as
-  :func:`lungseg.io.load_rtstruct` does), each citing the CT slice it lies on.
+  :func:`lungseg.imaging.io.load_rtstruct` does), each citing the CT slice it lies on.
 
 SEG and RTSTRUCT need a DICOM CT to reference.  For a NIfTI/NRRD input or the synthetic demo,
 :func:`write_ct_series` writes the canonical volume as a new DICOM CT series and
@@ -37,10 +37,10 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from . import __version__
-from .errors import LungsegError
-from .io import LoadedCT, load_ct
-from .volume import Volume
+from lungseg import __version__
+from lungseg.errors import LungsegError
+from lungseg.imaging.io import LoadedCT, load_ct
+from lungseg.imaging.volume import Volume
 
 FORMATS = ("nifti", "nrrd", "seg", "rtstruct")
 SOURCES = ("automatic", "manual")
@@ -278,7 +278,7 @@ def _segment_identification_per_frame(seg: pydicom.Dataset) -> None:
     """Put the Segment Identification macro in every frame's functional groups.
 
     With one segment highdicom puts it in the shared groups, which the standard allows; per-frame
-    is equally valid and is what simpler readers (lungseg.io.load_seg among them) look for.
+    is equally valid and is what simpler readers (lungseg.imaging.io.load_seg among them) look for.
     """
     shared = seg.SharedFunctionalGroupsSequence[0]
     if "SegmentIdentificationSequence" not in shared:

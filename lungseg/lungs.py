@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from .harmonise import LUNG_WINDOW, MODEL_WINDOW, HUWindow, normalise
-from .volume import Volume, disk, mm_to_voxels
+from lungseg.imaging.harmonise import LUNG_WINDOW, MODEL_WINDOW, HUWindow, normalise
+from lungseg.imaging.volume import Volume, disk, mm_to_voxels
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
     """
     from scipy.spatial import ConvexHull, QhullError
 
-    from .io import fill_polygons_even_odd
+    from lungseg.imaging.io import fill_polygons_even_odd
 
     out = lung.copy()
     for k in np.nonzero(lung.any(axis=(1, 2)))[0]:

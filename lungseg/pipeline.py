@@ -9,9 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from .io import LoadedCT
-from .lesions import lesion_table
-from .lungs import LungParams, LungResult, isolate
+from lungseg.imaging.io import LoadedCT
+from lungseg.tumour.lesions import lesion_table
+from lungseg.lungs import LungParams, LungResult, isolate
 
 Progress = Callable[[str, float], None]
 

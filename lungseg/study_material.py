@@ -9,7 +9,7 @@ A study case records where its material comes from in its metadata (``CaseSpec.m
      "automatic": "model" | "perturbed-manual"}
 
 ``automatic = "model"``: the automatic contour is the shipped tumour model's output
-(:func:`lungseg.segment.load_default_predictor` on :func:`lungseg.pipeline.process_case`).
+(:func:`lungseg.tumour.segment.load_default_predictor` on :func:`lungseg.pipeline.process_case`).
 
 ``automatic = "perturbed-manual"``: **a stand-in, for demos and tests only** — used when no
 model is installed.  The "automatic" contour is then the manual one dilated in-plane and shifted
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import LungsegError
+from lungseg.errors import LungsegError
 
 DEMO_SOURCE = "demo"
 AUTO_MODEL = "model"
@@ -43,7 +43,7 @@ AUTO_KINDS = {
 @dataclass
 class Material:
     case_id: str
-    loaded: Any  # lungseg.io.LoadedCT
+    loaded: Any  # lungseg.imaging.io.LoadedCT
     manual: np.ndarray  # bool [z, y, x]
     automatic: np.ndarray  # bool [z, y, x]
     automatic_kind: str
@@ -79,7 +79,7 @@ def perturb(mask: np.ndarray, grow: int = 2, shift_yx: tuple[int, int] = (2, 3))
 
 def demo_loaded():
     """The synthetic phantom as a LoadedCT and its true tumour mask."""
-    from .phantom import demo_case
+    from lungseg.imaging.phantom import demo_case
 
     return demo_case()
 
@@ -87,7 +87,7 @@ def demo_loaded():
 def default_predictor():
     """The shipped model or None (never raises)."""
     try:
-        from .segment import load_default_predictor
+        from lungseg.tumour.segment import load_default_predictor
 
         return load_default_predictor()
     except Exception:  # noqa: BLE001 - no model (or no torch): callers fall back
@@ -104,7 +104,7 @@ def load_material(
     """The CT and both contours of a study case from its metadata.
 
     ``load_ct(path)`` and ``predict(loaded)`` may be given to reuse caches (the app does);
-    by default :func:`lungseg.io.load_ct` and the shipped model via :func:`process_case`.
+    by default :func:`lungseg.imaging.io.load_ct` and the shipped model via :func:`process_case`.
     """
     source = str(meta.get("source") or "")
     kind = str(meta.get("automatic") or AUTO_PERTURBED)
@@ -114,7 +114,7 @@ def load_material(
     if source == DEMO_SOURCE:
         loaded, manual = demo_loaded()
     elif source:
-        from .io import find_structure_set, load_ct as _load_ct, load_rtstruct
+        from lungseg.imaging.io import find_structure_set, load_ct as _load_ct, load_rtstruct
 
         path = Path(source)
         if not path.exists():
@@ -129,7 +129,7 @@ def load_material(
     if kind == AUTO_MODEL:
         if predict is None:
             def predict(ld):  # noqa: E306
-                from .pipeline import process_case
+                from lungseg.pipeline import process_case
 
                 predictor = default_predictor()
                 if predictor is None:
@@ -155,7 +155,7 @@ def accepted_review(reviews: list[Mapping[str, Any]], case_id: str) -> Mapping[s
 
 def case_spec(case_id: str, meta: Mapping[str, Any], **load_kwargs):
     """A :class:`~lungseg.study.CaseSpec` for a case: contoured slices and stratification metadata."""
-    from .study import CaseMetadata, CaseSpec
+    from lungseg.study import CaseMetadata, CaseSpec
 
     mat = load_material(case_id, meta, **load_kwargs)
     if not mat.manual.any():

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from lungseg.errors import LungsegError
-from lungseg.io import LoadedCT, find_structure_set, load_contour, load_rtstruct
-from lungseg.lesions import lesion_table
+from lungseg.imaging.io import LoadedCT, find_structure_set, load_contour, load_rtstruct
+from lungseg.tumour.lesions import lesion_table
 from lungseg.lungs import LungResult
 from lungseg.pipeline import CaseResult, content_hash, process_case
 
@@ -144,9 +144,9 @@ def rtstruct_roi_names(path: Path) -> list[str] | None:
 def load_predictor():
     """(predictor or None, note).  Never raises: a missing or broken model means lung region only."""
     try:
-        from lungseg import segment  # noqa: PLC0415 - optional, built separately
+        from lungseg.tumour import segment  # noqa: PLC0415 - optional, built separately
     except ImportError:
-        return None, "No tumour model installed (lungseg.segment missing): showing the lung region only."
+        return None, "No tumour model installed (lungseg.tumour.segment missing): showing the lung region only."
     loader = getattr(segment, "load_default_predictor", None)
     if loader is None:
         return None, "No tumour model available: showing the lung region only."
@@ -169,7 +169,7 @@ def model_version(predictor) -> str:
 
 def demo_loaded() -> tuple[LoadedCT, np.ndarray]:
     """The synthetic phantom as a LoadedCT and its true tumour mask."""
-    from lungseg.phantom import demo_case
+    from lungseg.imaging.phantom import demo_case
 
     return demo_case()
 
@@ -181,7 +181,7 @@ def source_key(path: Path) -> str:
 
 def load_ct_cached(path: Path, progress: Progress) -> tuple[LoadedCT, bool]:
     """load_ct with an on-disk pickle keyed by the source's path, size and mtime."""
-    from lungseg.io import load_ct
+    from lungseg.imaging.io import load_ct
 
     f = app_cache_dir() / f"ct-{source_key(path)}.pkl"
     if f.exists():

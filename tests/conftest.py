@@ -34,7 +34,7 @@ _loaded = {}
 @pytest.fixture(scope="session")
 def load_case(data_dir):
     """Load a LUNG1 case once per session: (LoadedCT, RTSTRUCT path)."""
-    from lungseg.io import find_structure_set, load_ct
+    from lungseg.imaging.io import find_structure_set, load_ct
 
     def get(name: str):
         if name not in _loaded:

@@ -64,7 +64,7 @@ def test_bad_path_shows_error_and_keeps_previous_case(_app_env):
 
 
 def test_open_image_from_data_folder_and_reopen_from_disk_cache(_app_env, tmp_path):
-    from lungseg.phantom import synthetic_chest_ct, PhantomSpec
+    from lungseg.imaging.phantom import synthetic_chest_ct, PhantomSpec
 
     ph = synthetic_chest_ct(PhantomSpec(shape_zyx=(24, 96, 96), spacing_zyx=(5.0, 3.5, 3.5)))
     img = ph.ct.to_sitk()

@@ -220,7 +220,7 @@ def test_export_cli_db_case_form(store, tmp_path):
 
     import SimpleITK as sitk
 
-    from lungseg import export_cli
+    from lungseg.cli import export as export_cli
     from lungseg.study_material import demo_loaded
 
     if not store.reviews_table("demo study"):

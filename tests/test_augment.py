@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lungseg.augment import AffineParameters, Augmentation, affine_matrices, augment_batch, sample_parameters, warp
+from lungseg.tumour.augment import AffineParameters, Augmentation, affine_matrices, augment_batch, sample_parameters, warp
 
 
 def squares(batch=8, size=64):

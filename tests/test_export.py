@@ -12,10 +12,10 @@ import SimpleITK as sitk
 from lungseg.cli import main
 from lungseg.export import (FORMATS, RTSTRUCT_STORAGE, ExportError, export_mask, mask_contours, with_dicom_series,
                             write_ct_series)
-from lungseg.io import load_ct, load_label, load_rtstruct, load_seg
+from lungseg.imaging.io import load_ct, load_label, load_rtstruct, load_seg
 from lungseg.metrics import dice
-from lungseg.phantom import PhantomSpec, synthetic_chest_ct
-from lungseg.volume import Volume
+from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+from lungseg.imaging.volume import Volume
 
 SPEC = PhantomSpec(shape_zyx=(20, 96, 96), spacing_zyx=(5.0, 3.5, 3.5), noise_hu=5.0)
 
@@ -70,7 +70,7 @@ def test_label_export_on_flipped_grid_keeps_left_and_right(phantom, flipped_nift
     assert path.name == ("Lung_L.nii.gz" if fmt == "nifti" else "Lung_L.nrrd")
     image = sitk.ReadImage(str(path))
     assert image.GetPixelID() == sitk.sitkUInt8
-    from lungseg.volume import Grid
+    from lungseg.imaging.volume import Grid
 
     assert Grid.of(image).matches(flipped_nifti.source_grid)  # on the input's own (flipped) grid
     assert left_centroid_x_mm(image) > phantom.spine_x_mm + 20  # the left lung is on the patient's left
@@ -154,7 +154,7 @@ def test_contours_keep_holes_and_touching_borders():
     m[3:5, 3:5] = False  # a hole
     m[10, 12] = True  # a single pixel
     m[8, 8] = True  # touches the square's corner (7, 7) only diagonally: its own contour
-    from lungseg.io import fill_polygons_even_odd
+    from lungseg.imaging.io import fill_polygons_even_odd
 
     polys = mask_contours(m)
     assert len(polys) == 4

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from lungseg.errors import ContourError, InputError
-from lungseg.io import fill_polygons_even_odd, load_ct, load_label, load_rtstruct, match_roi
+from lungseg.imaging.io import fill_polygons_even_odd, load_ct, load_label, load_rtstruct, match_roi
 
 from dicom_factory import MR_STORAGE, SC_STORAGE, write_rtstruct, write_series
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lungseg.losses import DiceBCELoss, LossSchedule, soft_dice_loss
+from lungseg.tumour.losses import DiceBCELoss, LossSchedule, soft_dice_loss
 
 
 def test_schedule_switches_at_epoch_50():

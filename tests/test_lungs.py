@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lungseg.harmonise import MODEL_WINDOW, harmonise
-from lungseg.io import load_ct, load_rtstruct
+from lungseg.imaging.harmonise import MODEL_WINDOW, harmonise
+from lungseg.imaging.io import load_ct, load_rtstruct
 from lungseg.lungs import LungParams, isolate, mirror_about_axis
-from lungseg.phantom import PhantomSpec, synthetic_chest_ct
+from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
 
 
 def dice(a, b):

@@ -9,9 +9,9 @@ import SimpleITK as sitk
 import torch
 
 from lungseg.lungs import isolate
-from lungseg.phantom import PhantomSpec, synthetic_chest_ct
-from lungseg.segment import PostProcess, TumourPredictor, postprocess, prepare_slices
-from lungseg.unet import UNet2D, save_model
+from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+from lungseg.tumour.segment import PostProcess, TumourPredictor, postprocess, prepare_slices
+from lungseg.tumour.unet import UNet2D, save_model
 
 
 @pytest.fixture(scope="module")

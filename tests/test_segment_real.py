@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from lungseg.io import load_rtstruct
-from lungseg.lesions import lesion_table
+from lungseg.imaging.io import load_rtstruct
+from lungseg.tumour.lesions import lesion_table
 from lungseg.metrics import evaluate_case
-from lungseg.segment import DEFAULT_MODEL, TumourPredictor
+from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
 # The shipped model was trained on all three LUNG1 patients (+ synthetic tumours); its accuracy on
 # unseen patients is the leave-one-patient-out table in models/README.md.  LUNG1-001 measures

@@ -21,7 +21,7 @@ from lungseg.study import (
     authenticate_rater,
     import_votes,
 )
-from lungseg.study.cli import main as cli_main
+from lungseg.cli.study import main as cli_main
 from lungseg.study.design import assign, balanced_sides, pick_slices, plan_items, rng_for
 from lungseg.study.store import default_db_path, migrate, schema_version
 

@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from lungseg.errors import InputError
-from lungseg.synthetic_tumours import (
+from lungseg.tumour.synthetic import (
     BORDER_KINDS,
     LesionKind,
     TumourSpec,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lungseg.losses import LossSchedule
-from lungseg.train import History, SliceDataset, TrainConfig, plot_history, train
-from lungseg.unet import UNetConfig, load_model
+from lungseg.tumour.losses import LossSchedule
+from lungseg.tumour.train import History, SliceDataset, TrainConfig, plot_history, train
+from lungseg.tumour.unet import UNetConfig, load_model
 
 
 def disc_case(count, size, rng, negative_every=3):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lungseg.unet import UNet2D, count_parameters, crop_to_size, load_model, pad_to_multiple, save_model
+from lungseg.tumour.unet import UNet2D, count_parameters, crop_to_size, load_model, pad_to_multiple, save_model
 
 
 def test_forward_keeps_slice_shape_and_outputs_logits():

@@ -9,7 +9,7 @@ Typical use from the app (no Streamlit in this package)::
     report = study_report(store, "main study"); figures = report_figures(report)
 """
 
-from .access import (
+from lungseg.study.access import (
     AccessDenied,
     AccountLocked,
     AdminSession,
@@ -24,8 +24,8 @@ from .access import (
     backup,
     set_admin_password,
 )
-from .csvio import ImportResult, export_votes, import_votes, read_votes_csv, votes_csv_text, write_votes_csv
-from .design import (
+from lungseg.study.csvio import ImportResult, export_votes, import_votes, read_votes_csv, votes_csv_text, write_votes_csv
+from lungseg.study.design import (
     DEFAULT_INSTRUCTIONS,
     SPECIALTIES,
     CaseMetadata,
@@ -36,7 +36,7 @@ from .design import (
     assign,
     plan_items,
 )
-from .report import (
+from lungseg.study.report import (
     ReportOptions,
     build_report,
     fleiss_kappa,
@@ -45,7 +45,7 @@ from .report import (
     study_report,
     wilson_interval,
 )
-from .store import SCHEMA_VERSION, ItemView, Progress, RaterInfo, Review, Study, StudyStore, Vote, default_db_path
+from lungseg.study.store import SCHEMA_VERSION, ItemView, Progress, RaterInfo, Review, Study, StudyStore, Vote, default_db_path
 
 __all__ = [
     "AccessDenied",

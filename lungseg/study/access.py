@@ -26,10 +26,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .design import StudyError
+from lungseg.study.design import StudyError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import StudyStore
+    from lungseg.study.store import StudyStore
 
 TOKEN_BYTES = 32  # 256 bits of entropy in every rater token
 MAX_FAILURES = 5

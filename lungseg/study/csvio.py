@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, Sequence
 
-from .access import AdminSession
-from .design import SIDES, SOURCES, StudyError, canonical_specialty
-from .store import StudyStore, iso
+from lungseg.study.access import AdminSession
+from lungseg.study.design import SIDES, SOURCES, StudyError, canonical_specialty
+from lungseg.study.store import StudyStore, iso
 
 REQUIRED_COLUMNS = (
     "rater_id",

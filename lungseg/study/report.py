@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from .design import SPECIALTIES, StudyError
+from lungseg.study.design import SPECIALTIES, StudyError
 
 HEADLINE_GROUPS = ("Radiologist", "Radiation oncologist")
 
@@ -543,7 +543,7 @@ def study_report(
 
     With ``pseudonymise=True`` raters appear as ``R001``... (as in a pseudonymised export).
     """
-    from .csvio import pseudonym_map
+    from lungseg.study.csvio import pseudonym_map
 
     st = store.study(study)
     votes = store.votes_table(st.id)

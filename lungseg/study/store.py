@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from sqlite_utils import Database
 
-from .access import (
+from lungseg.study.access import (
     AccessDenied,
     AdminSession,
     Invitation,
@@ -35,7 +35,7 @@ from .access import (
     hash_token,
     new_token,
 )
-from .design import (
+from lungseg.study.design import (
     SIDES,
     CaseSpec,
     DesignParams,

@@ -3,7 +3,7 @@
 The project's main parser calls :func:`register`; every leaf command sets ``func`` to a
 callable ``func(args) -> int`` (the exit status) that prints ``error: ...`` on one line and
 returns 2 instead of raising on bad input.  :func:`main` runs the same commands standalone
-(``python -m lungseg.study.cli ...``).
+(``python -m lungseg.cli.study ...``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any, Callable, Sequence
 
 from lungseg.errors import LungsegError
 
-from .access import backup, set_admin_password
-from .csvio import export_votes, import_votes
-from .design import CaseSpec, DesignParams, StudyError
-from .report import format_report, study_report
-from .store import StudyStore, default_db_path
+from lungseg.study.access import backup, set_admin_password
+from lungseg.study.csvio import export_votes, import_votes
+from lungseg.study.design import CaseSpec, DesignParams, StudyError
+from lungseg.study.report import format_report, study_report
+from lungseg.study.store import StudyStore, default_db_path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -248,7 +248,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lungseg.study.cli", description="lungseg preference study")
+    parser = _Parser(prog="python -m lungseg.cli.study", description="lungseg preference study")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return parser
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .volume import Volume
+from lungseg.imaging.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def synthetic_chest_ct(spec: PhantomSpec = PhantomSpec()) -> Phantom:
 
 def demo_case(spec: PhantomSpec = PhantomSpec()):
     """The offline demo: the phantom as a ``LoadedCT`` and its true tumour mask."""
-    from .io import LoadedCT
+    from lungseg.imaging.io import LoadedCT
 
     ph = synthetic_chest_ct(spec)
     v = ph.ct

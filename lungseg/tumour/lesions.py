@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
-from .volume import Volume
+from lungseg.imaging.volume import Volume
 
 
 def longest_axial_diameter_mm(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> float:

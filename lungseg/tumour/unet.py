@@ -1,7 +1,7 @@
 """A small slice-wise 2D U-Net for lung-tumour segmentation (seed: 2D U-Net on axial slices).
 
 The network takes normalised axial slices ``[batch, channels, height, width]`` (see
-:mod:`lungseg.harmonise`, air = 0) and returns one logit map per output channel (no sigmoid).
+:mod:`lungseg.imaging.harmonise`, air = 0) and returns one logit map per output channel (no sigmoid).
 Height and width must be divisible by ``2 ** depth``; :func:`pad_to_multiple` pads a slice with
 the air value and :func:`crop_to_size` removes that padding from the output.
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LungsegError
+from lungseg.errors import LungsegError
 
 
 def cmd_segment(args) -> int:
     import SimpleITK as sitk
 
-    from .io import load_ct
-    from .lesions import lesion_table
-    from .lungs import isolate
-    from .segment import DEFAULT_MODEL, PostProcess, TumourPredictor
+    from lungseg.imaging.io import load_ct
+    from lungseg.tumour.lesions import lesion_table
+    from lungseg.lungs import isolate
+    from lungseg.tumour.segment import DEFAULT_MODEL, PostProcess, TumourPredictor
 
     t0 = time.perf_counter()
     predictor = TumourPredictor(args.model or DEFAULT_MODEL, args.device)
@@ -46,9 +46,9 @@ def cmd_segment(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
-    from .train import TrainConfig, plot_history, train
-    from .unet import UNetConfig
+    from lungseg.tumour.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
+    from lungseg.tumour.train import TrainConfig, plot_history, train
+    from lungseg.tumour.unet import UNetConfig
 
     cases, ids = [], []
     for root in args.data or []:
@@ -88,10 +88,10 @@ def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
     """Segment every case and compare with its reference; rows of metrics per case."""
     import csv
 
-    from .datasets import load_case_slices  # noqa: F401  (layouts documented there)
-    from .io import find_structure_set, load_ct, load_label, load_rtstruct
-    from .lungs import isolate
-    from .metrics import evaluate_case
+    from lungseg.tumour.datasets import load_case_slices  # noqa: F401  (layouts documented there)
+    from lungseg.imaging.io import find_structure_set, load_ct, load_label, load_rtstruct
+    from lungseg.lungs import isolate
+    from lungseg.metrics import evaluate_case
 
     rows = []
     for ref in cases:
@@ -133,11 +133,11 @@ def summarise(rows: list[dict]) -> dict:
 def cmd_evaluate(args) -> int:
     import SimpleITK as sitk
 
-    from .metrics import evaluate_case
+    from lungseg.metrics import evaluate_case
 
     if args.cases:
-        from .datasets import discover
-        from .segment import DEFAULT_MODEL, TumourPredictor
+        from lungseg.tumour.datasets import discover
+        from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
         refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
         if not refs:

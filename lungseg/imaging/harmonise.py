@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .volume import Volume
+from lungseg.imaging.volume import Volume
 
 
 @dataclass(frozen=True)

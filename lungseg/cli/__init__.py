@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import LungsegError
+from lungseg.errors import LungsegError
 
 
 def _write_mask(loaded, mask, path: str) -> None:
@@ -19,8 +19,8 @@ def _write_mask(loaded, mask, path: str) -> None:
 
 
 def cmd_lungs(args: argparse.Namespace) -> int:
-    from .io import load_ct
-    from .lungs import isolate
+    from lungseg.imaging.io import load_ct
+    from lungseg.lungs import isolate
 
     t0 = time.perf_counter()
     loaded = load_ct(args.input, series_uid=args.series)
@@ -45,14 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.set_defaults(func=cmd_lungs)
 
-    for module in ("lungseg.segment_cli", "lungseg.study.cli", "lungseg.export_cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(sub)
+    from lungseg.cli import export, segment, study
+
+    for group in (segment, study, export):
+        group.register(sub)
     return parser
 
 

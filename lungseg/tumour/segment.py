@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from .errors import LungsegError
-from .lungs import LungResult
-from .volume import Volume
+from lungseg.errors import LungsegError
+from lungseg.lungs import LungResult
+from lungseg.imaging.volume import Volume
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "lungseg_unet.pt"
 
 
@@ -85,7 +85,7 @@ class TumourPredictor:
     """A loaded U-Net, reused for every scan (load once per process)."""
 
     def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", batch_size: int = 16):
-        from .unet import load_model
+        from lungseg.tumour.unet import load_model
 
         path = Path(model_path)
         if not path.exists():
@@ -104,7 +104,7 @@ class TumourPredictor:
 
     def tumour_probability(self, stack: SliceStack) -> np.ndarray:
         """Sigmoid output on the model grid, [n, h, w] float32."""
-        from .unet import crop_to_size, pad_to_multiple
+        from lungseg.tumour.unet import crop_to_size, pad_to_multiple
 
         out = np.zeros(stack.images.shape, np.float32)
         amp = self.device.type == "cuda"

@@ -1,7 +1,7 @@
 """Training loop for the slice-wise 2D U-Net on in-memory slice data.
 
 Data: per case a pair ``(image_slices float32 [N, H, W] in [0, 1], mask_slices bool [N, H, W])``
-— axial, lung-isolated, normalised slices (:mod:`lungseg.harmonise`, air = 0). Every slice that
+— axial, lung-isolated, normalised slices (:mod:`lungseg.imaging.harmonise`, air = 0). Every slice that
 contains tumour is used each epoch; tumour-free slices are negatives, ``negative_ratio`` of them
 per positive slice (default 0.5: one negative per two positives), redrawn every epoch.
 
@@ -17,7 +17,7 @@ checkpoint continues exactly as the uninterrupted run would (bit-exact on CPU; o
 
 Outputs in ``out_path`` (a directory): ``checkpoint.pt`` (every epoch), ``history.json`` (every
 epoch), ``model.pt`` (final weights) and ``model_best.pt`` (best validation Dice), the latter two
-written by :func:`lungseg.unet.save_model`.
+written by :func:`lungseg.tumour.unet.save_model`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .augment import Augmentation, augment_batch
-from .harmonise import MODEL_WINDOW, HUWindow
-from .losses import DiceBCELoss, LossSchedule
-from .unet import UNet2D, UNetConfig, save_model
+from lungseg.tumour.augment import Augmentation, augment_batch
+from lungseg.imaging.harmonise import MODEL_WINDOW, HUWindow
+from lungseg.tumour.losses import DiceBCELoss, LossSchedule
+from lungseg.tumour.unet import UNet2D, UNetConfig, save_model
 
 SliceCase = tuple[np.ndarray, np.ndarray]  # (image_slices [N, H, W] float32, mask_slices [N, H, W] bool)
 

@@ -2,7 +2,7 @@
 
 ``load_ct(path)`` takes a DICOM folder (searched recursively), a ``.zip`` of one, or an image file
 (NIfTI, NRRD, MHA/MHD) and returns a :class:`LoadedCT`: the scan in HU on a canonical LPS grid
-(see :mod:`lungseg.volume`), the grid it came on (to write results back), and what the folder
+(see :mod:`lungseg.imaging.volume`), the grid it came on (to write results back), and what the folder
 held besides (other series, structure sets, segmentations).
 
 Contours: :func:`load_rtstruct`, :func:`load_seg` and :func:`load_label` each give a boolean mask
@@ -28,8 +28,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from .errors import ContourError, InputError
-from .volume import Grid, Volume
+from lungseg.errors import ContourError, InputError
+from lungseg.imaging.volume import Grid, Volume
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -15,11 +15,11 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import LungsegError
-from .io import IMAGE_SUFFIXES, find_structure_set, load_ct, load_label, load_rtstruct
-from .lungs import isolate
-from .segment import SliceStack, prepare_slices
-from .volume import Volume
+from lungseg.errors import LungsegError
+from lungseg.imaging.io import IMAGE_SUFFIXES, find_structure_set, load_ct, load_label, load_rtstruct
+from lungseg.lungs import isolate
+from lungseg.tumour.segment import SliceStack, prepare_slices
+from lungseg.imaging.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ def load_case_slices(ref: CaseRef, in_plane_mm: float = 1.0) -> tuple[SliceStack
 
 def synthetic_cases(n: int, seed: int = 0, in_plane_mm: float = 1.0) -> Iterator[tuple[str, SliceStack]]:
     """Phantom chests with synthetic tumours of every kind (different seeds per case)."""
-    from .phantom import PhantomSpec, synthetic_chest_ct
-    from .synthetic_tumours import insert_tumours
+    from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+    from lungseg.tumour.synthetic import insert_tumours
 
     for i in range(n):
         rng = np.random.default_rng(seed * 10_000 + i)
@@ -96,7 +96,7 @@ def synthetic_cases(n: int, seed: int = 0, in_plane_mm: float = 1.0) -> Iterator
 
 def real_with_synthetic_tumours(ct: Volume, n: int, seed: int, in_plane_mm: float = 1.0) -> Iterator[SliceStack]:
     """Synthetic tumours inserted into a real CT's lungs: many labelled slices from one scan."""
-    from .synthetic_tumours import insert_tumours
+    from lungseg.tumour.synthetic import insert_tumours
 
     lungs = isolate(ct)
     for i in range(n):

@@ -8,7 +8,7 @@ With ``--db`` the mask is the accepted contour of the case (its latest clinical 
 from the case's source recorded in the study database; ``--source`` then follows the review.
 
 MASK is a label image on the input's grid (any voxel > 0 is inside), read with
-:func:`lungseg.io.load_label`.  For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes
+:func:`lungseg.imaging.io.load_label`.  For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes
 the CT as a new DICOM series there and the export references it.  Nothing printed names the patient.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from lungseg.errors import InputError
 
 
 def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
@@ -29,7 +29,7 @@ def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
     Hook for the study database: a ``--db DB --case ID`` form (the accepted mask of a case) will
     be added here by the study module; for now only ``--mask FILE`` exists.
     """
-    from .io import load_label
+    from lungseg.imaging.io import load_label
 
     if getattr(args, "mask", None):
         return load_label(args.mask, loaded)
@@ -43,8 +43,8 @@ def _accepted_from_db(args: argparse.Namespace):
     manual); the contour is recomputed from the case's source recorded in the study (see
     :mod:`lungseg.study_material`), not read from any cache, so the CLI needs no app state.
     """
-    from .study import StudyStore
-    from .study_material import load_material
+    from lungseg.study import StudyStore
+    from lungseg.study_material import load_material
 
     store = StudyStore(args.db)
     try:
@@ -65,8 +65,8 @@ def _accepted_from_db(args: argparse.Namespace):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_mask, with_dicom_series
-    from .io import load_ct
+    from lungseg.export import export_mask, with_dicom_series
+    from lungseg.imaging.io import load_ct
 
     t0 = time.perf_counter()
     if getattr(args, "db", None):

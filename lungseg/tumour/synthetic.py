@@ -33,8 +33,8 @@ from enum import Enum
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .volume import Volume
+from lungseg.errors import InputError
+from lungseg.imaging.volume import Volume
 
 
 class LesionKind(str, Enum):

@@ -34,7 +34,7 @@ class Augmentation:
     rotation_deg: float = 10.0
     zoom: float = 0.1
     hflip: bool = False
-    fill_value: float = 0.0  # air in lungseg.harmonise.MODEL_WINDOW
+    fill_value: float = 0.0  # air in lungseg.imaging.harmonise.MODEL_WINDOW
 
     def as_dict(self) -> dict:
         return asdict(self)
