@@ -290,7 +290,7 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
     image = _read_series_pixels(source, label)
     hu = sitk.GetArrayFromImage(image)
     image_hu = _hu_image(hu, image)
-    volume = _canonical(image_hu)
+    volume = to_canonical(image_hu)
 
     first = source.headers[0]
     info = {
@@ -469,7 +469,7 @@ def _hu_image(hu: np.ndarray, like: sitk.Image) -> sitk.Image:
     return out
 
 
-def _canonical(image: sitk.Image) -> Volume:
+def to_canonical(image: sitk.Image) -> Volume:
     """Reorient to LPS (a permutation/flip of axes, no interpolation)."""
     d = np.asarray(image.GetDirection()).reshape(3, 3)
     axis_aligned = np.allclose(np.abs(d), np.round(np.abs(d)), atol=1e-3)
@@ -540,7 +540,7 @@ def _load_image_file(path: Path, label: str) -> LoadedCT:
             "is it an MR or an unscaled image?"
         )
     hu_image = _hu_image(arr.astype(np.float32), image)
-    volume = _canonical(hu_image)
+    volume = to_canonical(hu_image)
     info = {"source": path.suffix.lstrip(".").upper() or "image", "modality": "CT (assumed)", "n_slices": volume.shape[0],
             "slice_thickness_mm": round(volume.spacing[2], 4)}
     loaded = LoadedCT(volume, Grid.of(image), label, info)
