@@ -56,6 +56,7 @@ def lesion_table(mask: np.ndarray, ct: Volume, spine_x: np.ndarray | None = None
                 "centroid_slice": k,
                 "centroid_mm": [round(float(v), 1) for v in ct.index_to_physical(centroid[None])[0]],
                 "side": "left" if centroid[2] > midline else "right",
+                "seed_voxel": [int(v) for v in zyx[0]],  # a voxel inside the lesion, to select it again
             }
         )
     rows.sort(key=lambda r: -r["volume_ml"])
