@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.set_defaults(func=cmd_lungs)
 
-    from lungseg.cli import export, segment, study
+    from lungseg.cli import export, lesion, segment, study
 
-    for group in (segment, study, export):
+    for group in (segment, study, export, lesion):
         group.register(sub)
     return parser
 
