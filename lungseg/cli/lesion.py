@@ -17,7 +17,7 @@ def parse_point(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or not all(abs(v) < float("inf") for v in values):
-        raise InputError(f"--at {text!r}: expected three numbers X,Y,Z in mm, e.g. --at -45.2,30.0,-120.5")
+        raise InputError(f"--at {text!r}: expected three numbers X,Y,Z in mm, e.g. --at=-45.2,30.0,-120.5")
     return values
 
 
@@ -93,7 +93,7 @@ def cmd_train_lesion(args) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment-lesion", help="click-to-segment: the lesion under one point, as a mask")
     p.add_argument("input", help="DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file (a full CT or a small crop)")
-    p.add_argument("--at", required=True, help="the click X,Y,Z in mm (patient LPS, SimpleITK physical point)")
+    p.add_argument("--at", required=True, help="the click X,Y,Z in mm (patient LPS, SimpleITK physical point); write --at=-45,30,-120 when X is negative")
     p.add_argument("--out", required=True, help="lesion mask (uint8, on the input's grid)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.add_argument("--model", help="click-to-segment weights (default: models/lesion_click.pt)")
@@ -118,9 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--large-lesions", help="shared data folder holding LUNG1-002/003 zips and reference/ masks")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--z-kernel", type=int, choices=(1, 3), default=3, help="3: 3D network; 1: slice-wise 2D")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", help="a local .npz to keep the loaded cases in between runs (outside the repo)")
     p.set_defaults(func=cmd_train_lesion)

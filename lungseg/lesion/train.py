@@ -46,12 +46,15 @@ class Case:
 class TrainConfig:
     steps: int = 1500
     batch_size: int = 12
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     z_kernel: int = 3
     channels: tuple[int, ...] = (8, 16, 32, 64)
     seed: int = 0
     threads: int = 1
+    warmup_steps: int = 50
+    ema_decay: float = 0.99
+    checkpoint_every: int = 50
     large_lesion_fraction: float = 0.08
     finer_scale_probability: float = 0.25
     scale_jitter: float = 0.2  # log-uniform ±
@@ -154,8 +157,11 @@ def train(config: TrainConfig, cases: list[Case], large: list[Case], out: Path, 
     rng = np.random.default_rng(config.seed)
     grid = config.grid
     net = LesionNet(LesionNetConfig(tuple(config.channels), config.z_kernel))
+    # the shipped weights are an exponential moving average: usable at any checkpoint, no schedule to finish
+    ema = LesionNet(LesionNetConfig(tuple(config.channels), config.z_kernel))
+    ema.load_state_dict(net.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / config.warmup_steps))
     history, t0, running = [], time.perf_counter(), []
     net.train()
     for step in range(config.steps):
@@ -174,27 +180,75 @@ def train(config: TrainConfig, cases: list[Case], large: list[Case], out: Path, 
         loss.backward()
         opt.step()
         sched.step()
+        with torch.no_grad():
+            decay = min(config.ema_decay, (step + 1) / (step + 10))
+            for e, v in zip(ema.state_dict().values(), net.state_dict().values()):
+                if e.is_floating_point():
+                    e.mul_(decay).add_(v, alpha=1 - decay)
+                else:
+                    e.copy_(v)
         running.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == config.steps:
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             entry = {"step": step + 1, "loss": float(np.mean(running)), "seconds": round(time.perf_counter() - t0, 1)}
             history.append(entry)
             running = []
             log(json.dumps(entry))
-    meta = {"grid": grid.as_dict(), "trained_on": "LIDC-IDRI train patients (models/lidc_split.csv)"
+            meta = _meta(config, cases, large, history)
+            save_net(ema.eval(), out, meta)
+            save_net(ema, out.parent / f"{out.stem}.step{step + 1}{out.suffix}", meta)
+    return meta
+
+
+def _meta(config: TrainConfig, cases: list[Case], large: list[Case], history: list[dict]) -> dict:
+    return {"grid": config.grid.as_dict(), "trained_on": "LIDC-IDRI train patients (models/lidc_split.csv)"
             + (" + LUNG1-002/003 GTVs" if large else ""),
             "train_crops": len(cases), "large_lesion_cases": [c.name for c in large],
             "config": {k: v for k, v in config.__dict__.items() if k != "grid"}, "history": history,
             "version": time.strftime("%Y%m%d")}
-    save_net(net.eval(), out, meta)
-    return meta
+
+
+
+CASE_FIELDS = ("name", "hu", "mask", "spacing_zyx", "clicks_mm", "scale")
+
+
+def _save_cases(path: Path, key: str, groups: dict[str, list[Case]]) -> None:
+    arrays = {"key": np.array(key)}
+    for prefix, group in groups.items():
+        arrays[f"{prefix}n"] = np.array(len(group))
+        for i, c in enumerate(group):
+            arrays.update({f"{prefix}{i}_{f}": np.asarray(getattr(c, f)) for f in CASE_FIELDS})
+    partial = path.with_name(path.name + ".part.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+
+
+def _read_cases(z, prefix: str) -> list[Case]:
+    def case(i):
+        v = {f: z[f"{prefix}{i}_{f}"] for f in CASE_FIELDS}
+        return Case(str(v.pop("name")), scale=float(v.pop("scale")), **v)
+
+    return [case(i) for i in range(int(z[f"{prefix}n"]))]
+
+
+def load_cases(data, large_lesions, grid: ClickGrid, cache: Path | None) -> tuple[list[Case], list[Case]]:
+    """Train crops and large-lesion cases; ``cache`` (a local .npz written here) skips reloading them."""
+    key = json.dumps({"data": str(Path(data).resolve()), "large": str(large_lesions), "grid": grid.as_dict()})
+    if cache and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return _read_cases(z, "c"), _read_cases(z, "L")
+    cases = load_lidc_cases(data, grid, "train")
+    large = load_large_lesion_cases(large_lesions, grid) if large_lesions else []
+    if cache:
+        _save_cases(cache, key, {"c": cases, "L": large})
+    return cases, large
 
 
 def main(args) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, z_kernel=args.z_kernel, seed=args.seed,
                          threads=args.threads, learning_rate=args.lr, channels=tuple(args.channels))
     t = time.perf_counter()
-    cases = load_lidc_cases(args.data, config.grid, "train")
-    large = load_large_lesion_cases(args.large_lesions, config.grid) if args.large_lesions else []
+    cases, large = load_cases(args.data, args.large_lesions, config.grid, Path(args.cache) if args.cache else None)
     print(f"{len(cases)} train crops, {len(large)} large-lesion cases loaded in {time.perf_counter() - t:.0f} s; "
           f"scales {dict(zip(*np.unique([c.scale for c in cases + large], return_counts=True)))}", flush=True)
     meta = train(config, cases, large, Path(args.out), log=lambda s: print(s, flush=True))
