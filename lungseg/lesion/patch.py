@@ -51,19 +51,22 @@ def resample_axis_aligned(array: np.ndarray, coords: list[np.ndarray], antialias
     Only the part of ``array`` that the coordinates reach is read; when the target step is more than
     1.5 source voxels the source is smoothed first along that axis (Gaussian, against aliasing).
     """
-    out = array
-    for axis in range(3):
-        c = np.asarray(coords[axis], dtype=np.float64)
-        step = abs(c[1] - c[0]) if len(c) > 1 else 1.0
-        sigma = 0.4 * step if (antialias and step > 1.5) else 0.0
-        margin = int(np.ceil(3 * sigma)) + 2
-        n = out.shape[axis]
+    coords = [np.asarray(c, dtype=np.float64) for c in coords]
+    steps = [abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in coords]
+    sigmas = [0.4 * s if (antialias and s > 1.5) else 0.0 for s in steps]
+    box, shifted = [], []
+    for axis, c in enumerate(coords):  # read only what the coordinates reach (plus the filter's support)
+        margin = int(np.ceil(3 * sigmas[axis])) + 2
+        n = array.shape[axis]
         lo = int(np.clip(np.floor(c.min()) - margin, 0, n - 1))
         hi = int(np.clip(np.ceil(c.max()) + margin + 1, lo + 1, n))
-        sub = np.take(out, np.arange(lo, hi), axis=axis).astype(np.float32, copy=False)
-        if sigma > 0 and sub.shape[axis] > 1:
-            sub = ndi.gaussian_filter1d(sub, sigma, axis=axis, mode="nearest", truncate=3.0)
-        out = _interp_axis(sub, c - lo, axis)
+        box.append(slice(lo, hi))
+        shifted.append(c - lo)
+    out = array[tuple(box)].astype(np.float32)
+    for axis in sorted(range(3), key=lambda a: -steps[a]):  # the strongest reduction first: less to filter next
+        if sigmas[axis] > 0 and out.shape[axis] > 1:
+            out = ndi.gaussian_filter1d(out, sigmas[axis], axis=axis, mode="nearest", truncate=3.0)
+        out = _interp_axis(out, shifted[axis], axis)
     return out
 
 
