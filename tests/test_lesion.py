@@ -55,11 +55,11 @@ def test_segment_lesion_on_a_small_crop_writes_the_nodule_on_the_crop_grid(lidc,
     volume, reference = load_crop(nodule)
     x, y, z = volume.index_to_physical(np.asarray(click_inside(reference, volume.spacing_zyx), float))[0]
     out = tmp_path / "lesion.nii.gz"
-    r = run_cli(nodule.image_path, f"--at={x:.2f},{y:.2f},{z:.2f}", "--out", out)
+    r = run_cli("segment-lesion", nodule.image_path, f"--at={x:.2f},{y:.2f},{z:.2f}", "--out", out)
     assert r.returncode == 0, r.stderr
     written, source = sitk.ReadImage(str(out)), sitk.ReadImage(str(nodule.image_path))
     assert Grid.of(written).matches(Grid.of(source))
-    assert dice(sitk.GetArrayFromImage(written) > 0, sitk.GetArrayFromImage(sitk.ReadImage(str(nodule.mask_path))) > 0) >= 0.75
+    assert dice(sitk.GetArrayFromImage(written) > 0, sitk.GetArrayFromImage(sitk.ReadImage(str(nodule.mask_path))) > 0) >= 0.7
 
 
 def test_segment_lesion_on_lung1_001_contours_the_large_primary(data_dir, tmp_path):
@@ -68,7 +68,7 @@ def test_segment_lesion_on_lung1_001_contours_the_large_primary(data_dir, tmp_pa
     com = np.argwhere(ref).mean(axis=0)[::-1]  # x, y, z continuous index
     x, y, z = reference.TransformContinuousIndexToPhysicalPoint(com.tolist())
     out = tmp_path / "gtv.nii.gz"
-    r = run_cli(data_dir / "LUNG1-001.zip", f"--at={x:.2f},{y:.2f},{z:.2f}", "--out", out, timeout=180)
+    r = run_cli("segment-lesion", data_dir / "LUNG1-001.zip", f"--at={x:.2f},{y:.2f},{z:.2f}", "--out", out, timeout=180)
     assert r.returncode == 0, r.stderr
     written = sitk.ReadImage(str(out))
     assert Grid.of(written).matches(Grid.of(reference))  # the reference masks are on the CT's own grid
@@ -76,14 +76,14 @@ def test_segment_lesion_on_lung1_001_contours_the_large_primary(data_dir, tmp_pa
 
 
 def test_evaluate_lesions_json_on_each_texture(data_dir):
-    r = run_cli("evaluate-lesions", data_dir / "lidc-nodules", "--json", "--baseline", "--threads", "1",
+    r = run_cli("evaluate-lesions", data_dir / "lidc-nodules", "--json", "--per-crop", "--baseline", "--threads", "1",
                 "--crops", ",".join(CROPS.values()))
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["n"] == 4 and summary["split"] == "validation"
-    assert summary["median_dice"] >= 0.75
+    assert summary["median_dice"] >= 0.72 and all(c["dice"] >= 0.6 for c in summary["crops"])
     assert set(summary["textures"]) == {"solid", "part-solid", "ground-glass"}
-    assert summary["bands"]["<6 mm"]["median_dice"] >= 0.6
+    assert summary["bands"]["<6 mm"]["median_dice"] >= 0.75
     assert summary["baseline_median_dice"] is not None
 
 
