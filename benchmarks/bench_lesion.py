@@ -9,6 +9,8 @@
 """
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,24 +29,33 @@ from lungseg.lesion.segment import LesionPredictor, click_inside
 from lungseg.metrics import dice
 
 
-def whole_process(args: list[str], repeat: int) -> list[float]:
-    times = []
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def whole_process(args: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds and CPU seconds (user + system: what an idle machine's wall time would be, single-threaded)."""
+    times, cpu = [], []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as d:
+            c = child_cpu_seconds()
             t = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "lungseg", "segment-lesion", *args, "--out", str(Path(d) / "m.nii.gz")],
+            r = subprocess.run([sys.executable, "-m", "lungseg", "segment-lesion", *args, "--out", str(Path(d) / "m.nii.gz"),
+                                "--threads", str(torch.get_num_threads())],
                                cwd=REPO, capture_output=True, text=True)
             times.append(time.perf_counter() - t)
+            cpu.append(child_cpu_seconds() - c)
             if r.returncode:
                 raise SystemExit(r.stderr)
     print(f"    {r.stdout.strip()}")
-    return times
+    return times, cpu
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, here and in the CLI runs")
     ap.add_argument("--clicks", type=int, default=20)
     args = ap.parse_args()
     data = shared_data()
@@ -58,11 +69,12 @@ def main():
     gtv_point = gtv.TransformContinuousIndexToPhysicalPoint((np.argwhere(sitk.GetArrayFromImage(gtv) > 0).mean(axis=0)[::-1]).tolist())
     load_ct(data / "LUNG1-001.zip")  # unzip once into the cache, as any second use would find it
 
-    print(f"whole process `segment-lesion` (median of {args.repeat}, torch threads {torch.get_num_threads()} here, default in the CLI):")
+    print(f"whole process `segment-lesion` (median of {args.repeat}, torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
     for name, cli_args in ((f"crop {crop.crop}", [str(crop.image_path), "--at=" + ",".join(f"{v:.2f}" for v in crop_point)]),
                            ("LUNG1-001 GTV-1", [str(data / "LUNG1-001.zip"), "--at=" + ",".join(f"{v:.2f}" for v in gtv_point)])):
-        times = whole_process(cli_args, args.repeat)
-        print(f"  {name}: median {statistics.median(times):.2f} s  (runs {', '.join(f'{t:.2f}' for t in times)})")
+        times, cpu = whole_process(cli_args, args.repeat)
+        print(f"  {name}: median {statistics.median(times):.2f} s wall (runs {', '.join(f'{t:.2f}' for t in times)}), "
+              f"median {statistics.median(cpu):.2f} s CPU")
 
     t = time.perf_counter()
     predictor = LesionPredictor()
@@ -85,7 +97,7 @@ def main():
     written = sitk.GetArrayFromImage(ct.mask_to_source(r.mask)) > 0
     print(f"warm click on LUNG1-001 GTV-1: median {statistics.median(gtv_times):.3f} s; {r.summary()}; "
           f"Dice vs GTV-1 {dice(written, ref):.3f}")
-    print(f"peak memory {peak_rss_mb():.0f} MB")
+    print(f"peak memory {peak_rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

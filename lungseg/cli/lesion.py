@@ -31,7 +31,7 @@ def cmd_segment_lesion(args) -> int:
     t0 = time.perf_counter()
     loaded = load_ct(args.input, series_uid=args.series)
     t1 = time.perf_counter()
-    predictor = LesionPredictor(args.model or DEFAULT_LESION_MODEL)
+    predictor = LesionPredictor(args.model or DEFAULT_LESION_MODEL, threads=args.threads)
     t2 = time.perf_counter()
     result = predictor.segment(loaded.volume, point)
     out = Path(args.out)
@@ -97,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="lesion mask (uint8, on the input's grid)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.add_argument("--model", help="click-to-segment weights (default: models/lesion_click.pt)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: one small patch gains little from more, and a busy machine loses)")
     p.set_defaults(func=cmd_segment_lesion)
 
     p = sub.add_parser("evaluate-lesions", help="click-to-segment Dice on an LIDC crop folder")
