@@ -98,6 +98,22 @@ class LungResult:
         }
 
 
+def _get_isolated(self: LungResult) -> Volume:
+    value = self.__dict__["_isolated"]
+    if callable(value):
+        value = self.__dict__["_isolated"] = value()
+    return value
+
+
+def _set_isolated(self: LungResult, value) -> None:
+    self.__dict__["_isolated"] = value
+
+
+# ``isolated`` may be given as a Volume or as a function that makes it: the normalised image is a
+# full-volume float32 array (4 bytes a voxel) that a caller wanting only the masks never pays for.
+LungResult.isolated = property(_get_isolated, _set_isolated, doc=LungResult.__dataclass_fields__["isolated"].type)
+
+
 # --------------------------------------------------------------------------------------------
 # exact binary morphology, fast
 #
@@ -491,11 +507,17 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
     from lungseg.imaging.io import fill_polygons_even_odd
 
     out = lung.copy()
-    rows_with = lung.any(axis=2)
-    first = lung.argmax(axis=2)
-    last = lung.shape[2] - 1 - lung[:, :, ::-1].argmax(axis=2)
-    for k in np.nonzero(rows_with.any(axis=1))[0]:
-        pts = _row_extremes(rows_with[k], first[k], last[k])
+    if not lung.any():
+        return out
+    box = _bbox(lung)
+    inner = lung[box]
+    offset = np.array([box[1].start, box[2].start], dtype=float)
+    rows_with = inner.any(axis=2)
+    first = inner.argmax(axis=2)
+    last = inner.shape[2] - 1 - inner[:, :, ::-1].argmax(axis=2)
+    for j in np.nonzero(rows_with.any(axis=1))[0]:
+        k = box[0].start + j
+        pts = _row_extremes(rows_with[j], first[j], last[j]) + offset
         if len(pts) < 3:
             continue
         try:
@@ -516,6 +538,16 @@ def _row_extremes(rows_with: np.ndarray, first: np.ndarray, last: np.ndarray) ->
     a, b = first[rows], last[rows]
     two = a != b
     return np.concatenate([np.stack([rows, a], 1), np.stack([rows[two], b[two]], 1)]).astype(float)
+
+
+def isolated_image(hu: np.ndarray, region: np.ndarray, window: HUWindow = MODEL_WINDOW) -> np.ndarray:
+    """The normalised CT (float32) inside ``region``, the window's air value outside it."""
+    out = np.full(hu.shape, window.air_value, dtype=np.float32)
+    if region.any():
+        box = _bbox(region)
+        inside = region[box]
+        out[box][inside] = normalise(hu[box][inside], window)
+    return out
 
 
 def isolate(ct: Volume, params: LungParams = LungParams()) -> LungResult:
@@ -579,24 +611,20 @@ def isolate(ct: Volume, params: LungParams = LungParams()) -> LungResult:
         lungs_full[box] = lungs
         region_full[box] = region
         spine_full = spine_x + box[2].start
-        left_crop, _ = split_left_right(lungs, spine_x)
-        left = np.zeros(shape, dtype=bool)
-        left[box] = left_crop
-        right = lungs_full & ~left
+        left_crop, right_crop = split_left_right(lungs, spine_x)
+        left, right = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+        left[box], right[box] = left_crop, right_crop
+        n_left, n_right = int(np.count_nonzero(left_crop)), int(np.count_nonzero(right_crop))
     else:
         left, right = lungs_full.copy(), lungs_full.copy()
-    if lungs_full.any() and (left.sum() * voxel_ml < params.min_lung_ml or right.sum() * voxel_ml < params.min_lung_ml):
-        skipped.setdefault("two lungs", f"only the {'left' if left.sum() > right.sum() else 'right'} lung in view")
-    isolated = np.full(shape, params.window.air_value, dtype=np.float32)
-    if region_full.any():
-        box = _bbox(region_full)
-        inside = region_full[box]
-        isolated[box][inside] = normalise(hu_full[box][inside], params.window)
-    lap("isolate")
+        n_left = n_right = 0
+    if n_left + n_right and (n_left * voxel_ml < params.min_lung_ml or n_right * voxel_ml < params.min_lung_ml):
+        skipped.setdefault("two lungs", f"only the {'left' if n_left > n_right else 'right'} lung in view")
+    lap("left_right")
     return LungResult(
         lungs=lungs_full,
         lung_region=region_full,
-        isolated=ct.with_array(isolated),
+        isolated=lambda: ct.with_array(isolated_image(hu_full, region_full, params.window)),
         left_lung=left,
         right_lung=right,
         body=body_full,
