@@ -179,16 +179,23 @@ def _erode3d(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
 def fill_holes_slices(mask: np.ndarray) -> np.ndarray:
     """Holes of each axial slice filled (background not 4-connected to the slice's border).
 
-    All slices at once: each slice is framed by background, the frames of the stack touch, and a
-    single flood fill from the frame reaches exactly the outside background of every slice.
+    Many slices at once: each slice is framed by background, the frames of a stack of slices
+    touch, and one flood fill from the frame reaches exactly the outside background of every
+    slice.  Stacks stay under 30,000 rows (OpenCV's flood fill goes wrong on images of 2^16 rows).
     """
     nz, ny, nx = mask.shape
-    framed = np.zeros((nz, ny + 2, nx + 2), np.uint8)
-    framed[:, 1:-1, 1:-1] = _as_u8(mask)
-    flat = framed.reshape(nz * (ny + 2), nx + 2)
-    reached = np.zeros((flat.shape[0] + 2, flat.shape[1] + 2), np.uint8)
-    cv2.floodFill(flat, reached, (0, 0), 1, flags=4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
-    return reached[1:-1, 1:-1].reshape(nz, ny + 2, nx + 2)[:, 1:-1, 1:-1] == 0
+    out = np.empty(mask.shape, dtype=bool)
+    per_stack = max(1, 30_000 // (ny + 2))
+    for z0 in range(0, nz, per_stack):
+        part = mask[z0 : z0 + per_stack]
+        n = part.shape[0]
+        framed = np.zeros((n, ny + 2, nx + 2), np.uint8)
+        framed[:, 1:-1, 1:-1] = part
+        flat = framed.reshape(n * (ny + 2), nx + 2)
+        reached = np.zeros((flat.shape[0] + 2, flat.shape[1] + 2), np.uint8)
+        cv2.floodFill(flat, reached, (0, 0), 1, flags=4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+        out[z0 : z0 + n] = reached[1:-1, 1:-1].reshape(n, ny + 2, nx + 2)[:, 1:-1, 1:-1] == 0
+    return out
 
 
 # --------------------------------------------------------------------------------------------
