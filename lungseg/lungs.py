@@ -293,12 +293,14 @@ def air_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float, params: Lu
     labels, n = ndi.label(air)
     if n == 0:
         return np.zeros_like(air), "no air inside the body"
-    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
+    # counted over the air voxels only: bincount widens its input to int64, 8 bytes a voxel
+    air_labels = labels[air]
+    sizes = np.bincount(air_labels, minlength=n + 1).astype(float)
     sizes[0] = 0
     big = np.nonzero(sizes * voxel_ml >= params.min_lung_ml)[0]
     if len(big) == 0:
         return np.zeros_like(air), f"largest air volume {sizes.max() * voxel_ml:.0f} ml is below {params.min_lung_ml:.0f} ml"
-    pure = np.bincount(labels[hu < -980].ravel(), minlength=n + 1)
+    pure = np.bincount(air_labels[hu[air] < -980], minlength=n + 1)
     lung_like = [i for i in big if pure[i] / sizes[i] <= params.max_pure_air_fraction]
     if not lung_like:
         return np.zeros_like(air), "the air volumes inside the body are gas (bowel, stomach), not lung"
@@ -306,7 +308,11 @@ def air_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float, params: Lu
     keep = [i for i in lung_like if sizes[i] >= params.second_lung_fraction * largest]
     lut = np.zeros(n + 1, dtype=bool)
     lut[keep] = True
-    return lut[labels], None
+    out = np.zeros_like(air)
+    for sl, label in zip(ndi.find_objects(labels), range(1, n + 1)):
+        if lut[label]:
+            out[sl] |= labels[sl] == label
+    return out, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,8 +517,6 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
     """
     from scipy.spatial import ConvexHull, QhullError
 
-    from lungseg.imaging.io import fill_polygons_even_odd
-
     out = lung.copy()
     if not lung.any():
         return out
@@ -531,12 +535,39 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
             hull = ConvexHull(pts)
         except QhullError:
             continue
-        polygon = pts[hull.vertices]
-        # rasterise within the hull's bounding box only (an integer shift: the same pixels)
-        y0, x0 = int(polygon[:, 0].min()), int(polygon[:, 1].min())
-        y1, x1 = int(polygon[:, 0].max()) + 1, int(polygon[:, 1].max()) + 1
-        out[k, y0:y1, x0:x1] |= fill_polygons_even_odd([polygon - (y0, x0)], (y1 - y0, x1 - x0))
+        _fill_convex(out[k], pts[hull.vertices])
     return out
+
+
+def _fill_convex(image: np.ndarray, polygon: np.ndarray) -> None:
+    """Set the pixels of ``image`` inside a convex ``polygon`` ((y, x) vertices, pixel units).
+
+    The pixels :func:`lungseg.imaging.io.fill_polygons_even_odd` fills, by the same arithmetic:
+    a row crossed at x_a ≤ x_b gets columns floor(x_a) + 1 … floor(x_b); a convex polygon crosses
+    each row (half-open in y) exactly twice, so no cumulative sum over the image is needed.
+    """
+    ny, nx = image.shape
+    y0, x0 = polygon[:, 0], polygon[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    keep = y0 != y1
+    y0, x0, y1, x1 = y0[keep], x0[keep], y1[keep], x1[keep]
+    r0 = np.clip(np.ceil(np.minimum(y0, y1)), 0, ny).astype(int)
+    r1 = np.clip(np.ceil(np.maximum(y0, y1)), 0, ny).astype(int)
+    counts = np.maximum(r1 - r0, 0)
+    if counts.sum() == 0:
+        return
+    edge = np.repeat(np.arange(len(y0)), counts)
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(r0, r1) if b > a])
+    t = (rows - y0[edge]) / (y1[edge] - y0[edge])
+    cols = np.clip(np.floor(x0[edge] + t * (x1[edge] - x0[edge])).astype(int) + 1, 0, nx)
+    top = int(rows.min())
+    lo = np.full(int(rows.max()) - top + 1, nx)
+    hi = np.zeros_like(lo)
+    np.minimum.at(lo, rows - top, cols)
+    np.maximum.at(hi, rows - top, cols)
+    left, right = int(lo.min()), int(hi.max())
+    span = np.arange(left, right)
+    image[top : top + len(lo), left:right] |= (span >= lo[:, None]) & (span < hi[:, None])
 
 
 def _row_extremes(rows_with: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
