@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -13,32 +15,44 @@ import numpy as np
 from lungseg.errors import LungsegError
 
 
+def _import_in_background(module: str) -> threading.Thread:
+    """Start importing ``module`` on a thread; join it before use (importing torch takes 1-2 s,
+    which overlaps the reading and lung isolation that run meanwhile in C code)."""
+    thread = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
+    thread.start()
+    return thread
+
+
 def cmd_segment(args) -> int:
+    model_import = _import_in_background("lungseg.tumour.segment")
     import SimpleITK as sitk
 
     from lungseg.imaging.io import load_ct
-    from lungseg.tumour.lesions import lesion_table
     from lungseg.lungs import isolate
-    from lungseg.tumour.segment import DEFAULT_MODEL, PostProcess, TumourPredictor
 
     t0 = time.perf_counter()
-    predictor = TumourPredictor(args.model or DEFAULT_MODEL, args.device)
     loaded = load_ct(args.input, series_uid=args.series)
     t1 = time.perf_counter()
     lungs = isolate(loaded.volume)
     t2 = time.perf_counter()
+    model_import.join()
+    from lungseg.tumour.lesions import lesion_table
+    from lungseg.tumour.segment import DEFAULT_MODEL, PostProcess, TumourPredictor
+
+    predictor = TumourPredictor(args.model or DEFAULT_MODEL, args.device)
     pred = predictor.predict(loaded.volume, lungs, PostProcess(threshold=args.threshold, min_volume_ml=args.min_volume_ml,
                                                                keep_largest=args.keep_largest))
     t3 = time.perf_counter()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(loaded.mask_to_source(pred.mask), args.out, useCompression=True)
     if args.prob_out:
-        sitk.WriteImage(loaded.mask_to_source(pred.probability.astype(np.float32)), args.prob_out, useCompression=True)
+        sitk.WriteImage(loaded.mask_to_source(pred.probability.astype(np.float32)), args.prob_out, True, 1)  # zlib level 1: float maps compress slowly at the default
     lesions = lesion_table(pred.mask, loaded.volume, lungs.spine_x)
     t4 = time.perf_counter()
     total = sum(l["volume_ml"] for l in lesions)
     print(f"{loaded.label}: {len(lesions)} lesion(s), {total:.1f} ml; load {t1 - t0:.2f} s, lungs {t2 - t1:.2f} s, "
-          f"U-Net {t3 - t2:.2f} s ({pred.slices_per_second:.0f} slices/s on {predictor.device}), write {t4 - t3:.2f} s")
+          f"U-Net {t3 - t2:.2f} s (model loading included; {pred.slices_per_second:.0f} slices/s on {predictor.device}), "
+          f"write {t4 - t3:.2f} s")
     for l in lesions:
         print(f"  lesion {l['lesion']}: {l['volume_ml']:.1f} ml, {l['longest_axial_diameter_mm']:.0f} mm, "
               f"slices {l['first_slice']}-{l['last_slice']}, {l['side']}")

@@ -137,20 +137,31 @@ class TumourPredictor:
         amp = self.device.type == "cuda"
         dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
         threads = torch.get_num_threads()
+        batch_size = self.batch_size
         if self.device.type == "cpu":
             torch.set_num_threads(_cpu_threads())
+            batch_size = min(batch_size, self._cpu_batch(stack.images.shape[1:]))
         try:
-            self._run_batches(stack, out, amp, dtype)
+            self._run_batches(stack, out, amp, dtype, batch_size)
         finally:
             torch.set_num_threads(threads)
         return out
 
-    def _run_batches(self, stack: SliceStack, out: np.ndarray, amp: bool, dtype) -> None:
+    def _cpu_batch(self, slice_shape: tuple[int, int], budget_bytes: float = 12e6) -> int:
+        """Slices per batch on the CPU: the widest feature map (skip + upsampled, full size) of a
+        batch kept under ``budget_bytes``.  Larger tensors exceed glibc's mmap threshold and are
+        mapped and page-faulted anew for every batch: measured on LUNG1-003, 16 slices a batch
+        cost 2.5 s of system time, 2 slices 0.05 s, for the same 3.1 s of computing."""
+        h, w = (-(-s // self.multiple) * self.multiple for s in slice_shape)
+        channels = 2 * int(self.meta["architecture"].get("base_channels", 16))
+        return max(1, int(budget_bytes // (channels * h * w * 4)))
+
+    def _run_batches(self, stack: SliceStack, out: np.ndarray, amp: bool, dtype, batch_size: int) -> None:
         from lungseg.tumour.unet import crop_to_size, pad_to_multiple
 
         with torch.inference_mode():
-            for start in range(0, len(stack.images), self.batch_size):
-                batch = torch.from_numpy(stack.images[start : start + self.batch_size, None]).to(self.device)
+            for start in range(0, len(stack.images), batch_size):
+                batch = torch.from_numpy(stack.images[start : start + batch_size, None]).to(self.device)
                 batch, size = pad_to_multiple(batch, self.multiple, 0.0)
                 if amp:
                     batch = batch.contiguous(memory_format=torch.channels_last)
