@@ -504,8 +504,8 @@ def field_of_view_cut(body: np.ndarray) -> float:
     zs = np.nonzero(body.any(axis=(1, 2)))[0]
     if len(zs) == 0:
         return 0.0
-    edge = body[zs][:, :, :3].any(axis=(1, 2)) | body[zs][:, :, -3:].any(axis=(1, 2)) | body[zs][:, :3, :].any(axis=(1, 2))
-    return float(edge.mean())
+    edge = body[:, :, :3].any(axis=(1, 2)) | body[:, :, -3:].any(axis=(1, 2)) | body[:, :3, :].any(axis=(1, 2))
+    return float(edge[zs].mean())
 
 
 def fill_concavities(lung: np.ndarray) -> np.ndarray:
