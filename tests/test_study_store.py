@@ -328,7 +328,7 @@ def test_migration_from_v2_keeps_reviews_and_votes_and_folds_hidden_reviewers(tm
 
 
 def test_failed_migration_leaves_v2_untouched(tmp_path, monkeypatch):
-    from lungseg.study import store as store_mod
+    from lungseg.study import schema as store_mod
 
     path = tmp_path / "v2.db"
     conn = sqlite3.connect(path, isolation_level=None)
