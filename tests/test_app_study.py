@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lungseg.study import DesignParams, StudyStore, set_admin_password
-from lungseg.study_material import AUTO_PERTURBED, DEMO_SOURCE, case_spec
+from lungseg.case import AutomaticSource, CaseSource
+from lungseg.study.cases import study_case
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "pages"
@@ -22,7 +23,7 @@ def db(tmp_path_factory):
     store = StudyStore(path)
     set_admin_password(store, ADMIN, PASSWORD)
     set_admin_password(store, "mallory", PASSWORD)  # locked out by a test
-    spec, _ = case_spec("demo-phantom", {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": AUTO_PERTURBED})
+    spec, _ = study_case("demo-phantom", CaseSource.demo(AutomaticSource("stand-in")))
     store.create_study("demo study", [spec], DesignParams(slices_per_case=4, repeats=1, turing=True), actor="test")
     store.create_study("other study", [spec], DesignParams(slices_per_case=2), actor="test")
     store.close()
@@ -221,7 +222,7 @@ def test_export_cli_db_case_form(store, tmp_path):
     import SimpleITK as sitk
 
     from lungseg.cli import export as export_cli
-    from lungseg.study_material import demo_loaded
+    from lungseg.imaging.phantom import demo_case
 
     if not store.reviews_table("demo study"):
         pytest.skip("needs the review recorded by test_report_review_export_and_audit")
@@ -231,6 +232,6 @@ def test_export_cli_db_case_form(store, tmp_path):
     args = parser.parse_args(["export", "--db", str(store.path), "--case", "demo-phantom", "--study", "demo study",
                               "--format", "nifti", "--out", str(out)])
     assert args.func(args) == 0
-    _, truth = demo_loaded()
+    _, truth = demo_case()
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     assert written.sum() == truth.sum()

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from lungseg.study import DesignParams, StudyStore, authenticate_rater, set_admin_password
-from lungseg.study_material import AUTO_PERTURBED, DEMO_SOURCE, case_spec
+from lungseg.case import AutomaticSource, CaseSource
+from lungseg.study.cases import study_case
 from lungseg_app.serve import app_server, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -20,7 +21,7 @@ def study(tmp_path_factory):
     d = tmp_path_factory.mktemp("bstudy")
     store = StudyStore(d / "lungseg.db")
     set_admin_password(store, ADMIN, PASSWORD)
-    spec, _ = case_spec("demo-phantom", {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": AUTO_PERTURBED})
+    spec, _ = study_case("demo-phantom", CaseSource.demo(AutomaticSource("stand-in")))
     store.create_study("browser study", [spec], DesignParams(slices_per_case=8), actor="test")
     rater = store.invite_rater("browser study", "Dr Browser", "Radiologist", actor="test")
     revoked = store.invite_rater("browser study", "Dr Gone", "Radiologist", actor="test")

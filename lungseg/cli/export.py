@@ -39,12 +39,13 @@ def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
 def _accepted_from_db(args: argparse.Namespace):
     """``--db DB --case ID [--study NAME]``: (LoadedCT, mask, source) of the case's accepted contour.
 
-    The latest review of the case (by a rater or an admin) decides which contour (automatic or
-    manual); the contour is recomputed from the case's source recorded in the study (see
-    :mod:`lungseg.study_material`), not read from any cache, so the CLI needs no app state.
+    The latest verdict on the case (by a rater or an admin) decides which contour (automatic or
+    manual), and, when it came from a lesion-by-lesion review, which lesions.  The case is opened
+    from its record in the study (:mod:`lungseg.study.cases`), so the CLI needs no app state.
     """
+    from lungseg.case import with_dicom_headers
     from lungseg.study import StudyStore
-    from lungseg.study_material import load_material
+    from lungseg.study.cases import open_study_case, verdict_mask
 
     store = StudyStore(args.db)
     try:
@@ -56,12 +57,14 @@ def _accepted_from_db(args: argparse.Namespace):
             raise InputError(f"case {args.case} is in several studies: name one with --study")
         st, row = hits[0]
         rev = store.latest_review(st.id, args.case)  # rater or admin verdict
+        review = store.case_review(rev["case_review_id"]) if rev and rev.get("case_review_id") else None
     finally:
         store.close()
     if rev is None or rev["accepted_source"] not in ("automatic", "manual"):
         raise InputError(f"case {args.case} has no accepted contour (review it first)")
-    mat = load_material(args.case, row["metadata"])
-    return mat.loaded, mat.mask(rev["accepted_source"]), rev["accepted_source"]
+    case = open_study_case(args.case, row["metadata"])
+    loaded = with_dicom_headers(case.ct) if args.format in ("seg", "rtstruct") else case.ct
+    return loaded, verdict_mask(case, rev, review), rev["accepted_source"]
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -233,3 +233,30 @@ def automatic_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if meta.get("model_version") and meta["model_version"] not in versions:
             versions.append(meta["model_version"])
     return {"kinds": kinds, "stand_in": stand_in, "model_versions": versions}
+
+
+def verdict_mask(case: Case, verdict: Mapping[str, Any], review: Any = None) -> np.ndarray:
+    """The mask a study verdict (a ``StudyStore.reviews_table`` row) accepts on the opened case.
+
+    ``review`` is the :class:`~lungseg.study.CaseReview` the verdict came from
+    (``verdict["case_review_id"]``), if any: then only its accepted lesions count.
+    """
+    source = verdict["accepted_source"]
+    if source not in ("automatic", "manual"):
+        raise StudyError(f"case {verdict['case_id']}: no contour was accepted")
+    if review is not None:
+        return accepted_mask(case, [d for d in review.decisions if d.contour == source])
+    return case.contour(source).mask
+
+
+def automatic_label(metadata: Mapping[str, Any]) -> str:
+    """What a study case's automatic contour is, in words (the stand-in always says so)."""
+    try:
+        automatic = study_case_source(metadata).automatic
+    except LungsegError:
+        return "not recorded"
+    text = str(metadata.get("automatic_description") or automatic.description)
+    if automatic.kind == "stand-in" and "stand-in" not in text.lower():
+        text = f"stand-in: {text}"
+    version = metadata.get("model_version")
+    return f"{text} ({version})" if version and version not in text else text
