@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lungseg.case import AutomaticSource, Case, CaseSource, ManualSource, open_case
+from lungseg.case import AutomaticSource, Case, CaseSource, ManualSource, default_predictor, model_version, open_case
 from lungseg.errors import LungsegError
 from lungseg.study.design import CaseMetadata, CaseSpec, StudyError
 
@@ -193,15 +193,16 @@ def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, *
         source = study_case_source(metadata)
         if not source.is_demo and not Path(source.ct).exists():
             raise StudyError("its images are no longer available")
-        case = open_case(source, predictor, **open_kwargs)
+        recorded = metadata.get("model_version")
+        if source.automatic.kind == "model" and recorded:
+            predictor = predictor or default_predictor(source.automatic.model)
+            version = model_version(predictor)
+            if version != recorded:
+                raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
+                                 "its automatic contours would differ")
+        return open_case(source, predictor, **open_kwargs)
     except LungsegError as exc:
         raise StudyError(f"case {case_id}: {one_line(exc)}") from None
-    recorded = metadata.get("model_version")
-    version = case.automatic.version if case.automatic is not None else None
-    if recorded and version and recorded != version:
-        raise StudyError(f"case {case_id}: the study was set up with model {recorded}, this install has {version}: "
-                         "its automatic contours would differ")
-    return case
 
 
 def accepted_mask(case: Case, decisions: Sequence[Any]) -> np.ndarray:
