@@ -235,3 +235,39 @@ def test_export_cli_db_case_form(store, tmp_path):
     _, truth = demo_case()
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     assert written.sum() == truth.sum()
+
+
+def test_export_cli_exports_only_the_accepted_lesions(store, tmp_path):
+    """A lesion-by-lesion review of a study case (the viewer's review component) is the case's verdict:
+    ``export --db`` writes only the accepted lesion, and the report counts it."""
+    import argparse
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lungseg.cli import export as export_cli
+    from lungseg.study import ContourDecision
+    from lungseg.study.cases import open_study_case
+
+    admin = _admin(store)
+    meta = next(r["metadata"] for r in store.cases("demo study") if r["case_id"] == "demo-phantom")
+    case = open_study_case("demo-phantom", meta)
+    assert case.automatic.lesions  # the stand-in has at least one lesion
+    review = store.record_case_review(
+        case.key, case.label, admin, [ContourDecision("automatic", True, lesions=(1,)), ContourDecision("manual", False)],
+        comment="lesion 1 only", source=case.source, study="demo study", case_id="demo-phantom")
+    latest = store.latest_review("demo study", "demo-phantom")
+    assert latest["accepted_source"] == "automatic" and latest["case_review_id"] == review.id
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers())
+    out = tmp_path / "lesion1.nii.gz"
+    args = parser.parse_args(["export", "--db", str(store.path), "--case", "demo-phantom", "--study", "demo study",
+                              "--format", "nifti", "--out", str(out)])
+    assert args.func(args) == 0
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
+    expected = case.automatic.lesion_mask((1,))
+    assert written.sum() == expected.sum() > 0
+    if len(case.automatic.lesions) > 1:
+        assert written.sum() < case.automatic.mask.sum()
+    # the demo is on its canonical grid, so the written voxels are the lesion's voxels
+    assert np.array_equal(written, expected)
