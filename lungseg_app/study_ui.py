@@ -20,11 +20,10 @@ from lungseg.case import Case, CaseMemory
 from lungseg.study import StudyError, StudyStore, default_db_path
 from lungseg.study.cases import contour_slices, open_study_case, study_case_source
 
-from . import render
+from . import render, state
 
 CONTOUR_RGB = (255, 40, 40)  # one colour for both contours on the rating page
 DEFAULT_WIDTH, DEFAULT_LEVEL = 1500, -600
-STUDY_CASES_MB = 1024  # memory for opened study cases in one server process
 
 
 @st.cache_resource(show_spinner=False)
@@ -75,12 +74,6 @@ class StudyCase:
         return list(self.slices)
 
 
-@st.cache_resource(show_spinner=False)
-def _memory() -> CaseMemory:
-    """Opened study cases of this server process (immutable, so shared by every user)."""
-    return CaseMemory(STUDY_CASES_MB)
-
-
 def case_meta(store: StudyStore, study_id: int, case_id: str) -> dict:
     for row in store.cases(study_id):
         if row["case_id"] == case_id:
@@ -92,14 +85,14 @@ def material(store: StudyStore, study_id: int, case_id: str) -> StudyCase:
     """Study case ``case_id`` opened as the study recorded it (raises a one-line StudyError if it cannot be)."""
     meta = case_meta(store, study_id, case_id)
     source = study_case_source(meta)
-    memory = _memory()
+    memory = state.memory()  # the server's immutable cases, shared with the viewer
     try:
         key = CaseMemory.key_of(source, meta.get("model_version"))
     except OSError:
         raise StudyError(f"case {case_id}: its images are no longer available") from None
     case = memory.get(key)
     if case is None:
-        case = open_study_case(case_id, meta)
+        case = open_study_case(case_id, meta, cache=state.result_cache())
         memory.put(key, case)
     return StudyCase(case_id, case, tuple(contour_slices(case)))
 
@@ -113,12 +106,10 @@ def data_folder_cases() -> list[Path]:
 
 def model_version_or_none() -> str | None:
     """The shipped tumour model's version, or None when no model can be loaded."""
-    from lungseg.case import default_predictor, model_version
+    from lungseg.case import model_version
 
-    try:
-        return model_version(default_predictor())
-    except Exception:  # noqa: BLE001 - no weights, no torch: the setup page says so
-        return None
+    predictor, _ = state.predictor_and_note()
+    return None if predictor is None else model_version(predictor)
 
 
 # ------------------------------------------------------------------------------------ images

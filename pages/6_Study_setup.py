@@ -13,7 +13,7 @@ from lungseg.errors import LungsegError
 from lungseg.study import SPECIALTIES, DesignParams, StudyError
 from lungseg.study.cases import automatic_label, automatic_summary, study_case
 from lungseg.study.report import stand_in_note
-from lungseg_app import auth, study_ui
+from lungseg_app import auth, state, study_ui
 
 st.set_page_config(page_title="Study setup", layout="wide")
 st.title("Study setup")
@@ -58,7 +58,7 @@ with st.expander("Create a study", expanded=not store.studies()):
                         ct = candidates[cid]
                         source = (CaseSource.demo(auto) if ct == "demo"
                                   else CaseSource(ct, auto, ManualSource("rtstruct", None, "GTV-1")))
-                        spec, _ = study_case(cid, source)
+                        spec, _ = study_case(cid, source, cache=state.result_cache())
                     except LungsegError as exc:
                         raise StudyError(f"{cid}: {exc}") from None
                     specs.append(spec)

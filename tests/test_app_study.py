@@ -187,13 +187,13 @@ def test_report_review_export_and_audit(store):
     # review: accept the manual contour, recorded for this admin
     rv = page("3_Review.py", admin=admin)
     assert not rv.exception and not rv.error
-    rv.radio(key="review_pick").set_value("Accept the manual contour")
-    next(b for b in rv.button if b.label == "Record verdict").click().run()
+    next(r for r in rv.radio if r.label == "Manual contour").set_value("accept")
+    next(b for b in rv.button if b.label == "Save decision").click().run()
     assert not rv.exception and not rv.error, [e.value for e in rv.error]
     rows = store.reviews_table("demo study")  # newest first
-    assert rows and rows[0]["accepted_source"] == "manual"
+    assert rows and rows[0]["accepted_source"] == "manual" and rows[0]["case_review_id"] is not None
     assert (rows[0]["reviewer_kind"], rows[0]["rater_name"]) == ("admin", "alice")
-    assert any(r["action"] == "review.recorded" and r["actor"] == "alice" for r in store.audit_log(limit=5))
+    assert any(r["action"] == "case_review.recorded" and r["actor"] == "alice" for r in store.audit_log(limit=5))
     # the admin reviews as an admin: no rater record, no items, progress counts real raters only
     raters = store.raters("demo study")
     assert not any(r.display_name.startswith("reviewer:") for r in raters)
