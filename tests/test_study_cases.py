@@ -187,3 +187,25 @@ def test_cli_study_on_lung1_001_with_another_tools_contour(data_dir, tmp_path, c
     assert case.automatic.name == "LUNG1-001_GTV-1.nii.gz" and case.manual.name == "GTV-1"
     a, m = case.automatic.mask, case.manual.mask
     assert 2 * (a & m).sum() / (a.sum() + m.sum()) >= 0.98
+
+
+def test_report_names_stand_in_cases(tmp_path):
+    from lungseg.study import CaseMetadata, CaseSpec, DesignParams, authenticate_rater, format_report, study_report
+
+    def spec(case_id, automatic):
+        meta = {"source": CaseSource.demo(AutomaticSource(automatic)).as_dict(), "automatic_kind": automatic,
+                "model_version": "unet-A" if automatic == "model" else None}
+        return CaseSpec(case_id, (3, 4, 5), CaseMetadata.from_dict(meta))
+
+    with StudyStore(tmp_path / "r.db") as s:
+        s.create_study("mixed", [spec("M", "model"), spec("S", "stand-in")], DesignParams(slices_per_case=2),
+                       actor="t")
+        rater = authenticate_rater(s, s.invite_rater("mixed", "Dr A", "Radiologist", actor="t").token)
+        while (item := s.next_item_for(rater)) is not None:
+            s.cast_vote(rater, item.item_id, "left")
+        report = study_report(s, "mixed")
+    assert report["automatic_contours"] == {"kinds": {"model": 1, "stand-in": 1}, "stand_in": ["S"],
+                                            "model_versions": ["unet-A"]}
+    assert report["notes"][0].startswith("1 of 2 case(s) compare the manual contour with a STAND-IN")
+    text = format_report(report)
+    assert "Automatic contours: model 1, stand-in 1 (model unet-A)" in text and "WARNING: 1 of 2" in text

@@ -565,11 +565,14 @@ def study_report(
 
 def with_automatic_contours(report: dict[str, Any], cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``report`` with ``automatic_contours`` (what the study's automatic contours are: model,
-    file or stand-in, per :func:`lungseg.study.cases.automatic_summary`) and, when any case
+    file or stand-in, per :func:`lungseg.study.cases.automatic_summary`; left out when no case
+    records it, as in a study of imported votes) and, when any case
     compares the manual contour with the stand-in, a note saying so first."""
     from lungseg.study.cases import automatic_summary
 
     summary = automatic_summary(cases)
+    if set(summary["kinds"]) <= {"not recorded"}:  # e.g. a study of imported votes: nothing to say
+        return report
     report = {**report, "automatic_contours": summary}
     if summary["stand_in"]:
         report["notes"] = [stand_in_note(summary, len(cases)), *report["notes"]]
