@@ -59,17 +59,6 @@ class StudyCase:
     def manual(self) -> np.ndarray:
         return self.case.contour("manual").mask
 
-    @property
-    def automatic_kind(self) -> str:
-        return self.case.source.automatic.kind
-
-    @property
-    def roi(self) -> str | None:
-        return self.case.manual.name if self.case.manual is not None else None
-
-    def mask(self, source: str) -> np.ndarray:
-        return self.case.contour(source).mask
-
     def contour_slices(self) -> list[int]:
         return list(self.slices)
 

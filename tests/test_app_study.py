@@ -184,6 +184,7 @@ def test_report_review_export_and_audit(store):
     assert not rep.exception and not rep.error
     assert any("Headline" == s.value for s in rep.subheader)
     assert any("Fleiss" in m.value for m in rep.markdown)
+    assert any("STAND-IN" in w.value for w in rep.warning)  # the demo study's automatic contour is the stand-in
     # review: accept the manual contour, recorded for this admin
     rv = page("3_Review.py", admin=admin)
     assert not rv.exception and not rv.error
@@ -212,6 +213,14 @@ def test_report_review_export_and_audit(store):
     st_ = page("6_Study_setup.py", admin=admin)
     assert not st_.exception and not st_.error
     names = [str(v) for d in st_.dataframe for v in d.value.get("name", [])]
+    assert any("STAND-IN" in w.value for w in st_.warning)
+    # with the shipped model installed, a new study's automatic contour is the model's unless the admin picks otherwise
+    from lungseg.tumour.segment import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.exists():
+        assert st_.radio(key="new_automatic").value.startswith("Tumour model (lungseg_unet")
+    kinds = [str(v) for d in st_.dataframe for v in d.value.get("automatic contour", [])]
+    assert kinds and all(k.startswith("stand-in") for k in kinds)
     assert "Dr Report" in names and "reviewer:alice" not in names
 
 
