@@ -21,14 +21,13 @@ Clock = Callable[[], datetime]
 MAX_COMMENT = 4000
 
 
-def _clean_name(value: Any, what: str, limit: int = 200) -> str:
+def clean_name(value: Any, what: str, limit: int = 200) -> str:
     text = " ".join(str(value or "").split())
     if not text:
         raise StudyError(f"{what} must not be empty")
     if len(text) > limit:
         raise StudyError(f"{what} must be at most {limit} characters")
     return text
-
 
 
 class StoreCore:

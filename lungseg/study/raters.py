@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lungseg.study.access import AccessDenied, AdminSession, Invitation, RaterSession, check_rater_row, hash_token, new_token
-from lungseg.study.core import _clean_name
+from lungseg.study.core import clean_name
 from lungseg.study.design import DesignParams, StudyError, assign, canonical_specialty
 from lungseg.study.schema import iso
 from lungseg.study.studies import Study, StudyTables
@@ -32,7 +32,6 @@ class RaterInfo:
     total: int
 
 
-
 class RaterAccess(StudyTables):
     """Inviting, revoking and re-issuing raters; checking a rater's or an admin's session."""
 
@@ -52,7 +51,7 @@ class RaterAccess(StudyTables):
         again (only its hash is kept).  Audited as ``rater.invite``.
         """
         st = self.study(study)
-        display_name = _clean_name(display_name, "rater name")
+        display_name = clean_name(display_name, "rater name")
         specialty = canonical_specialty(specialty)
         expires = self._expiry(expires_at, expires_in_days)
         params = st.params or DesignParams()

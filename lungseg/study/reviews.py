@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from lungseg.study.access import AccessDenied, AdminSession, RaterSession, actor_name
-from lungseg.study.core import MAX_COMMENT, _clean_name
+from lungseg.study.core import MAX_COMMENT, clean_name
 from lungseg.study.design import StudyError, canonical_specialty
 from lungseg.study.studies import Study
 from lungseg.study.votes import Voting
@@ -76,7 +76,7 @@ class ContourDecision:
                 raise StudyError(f"lesion numbers are whole numbers from 1 (largest lesion first), got {bad[0]!r}")
             object.__setattr__(self, "lesions", tuple(sorted(set(numbers))))
         if self.name is not None:
-            object.__setattr__(self, "name", _clean_name(self.name, f"{self.contour} contour name"))
+            object.__setattr__(self, "name", clean_name(self.name, f"{self.contour} contour name"))
 
     def as_dict(self) -> dict[str, Any]:
         return {"contour": self.contour, "accepted": self.accepted,
@@ -323,7 +323,7 @@ class Reviewing(Voting):
         report see it.  A local user cannot review a study case, and a rater only a case of their
         own study.  Every review is audited as ``case_review.recorded``.
         """
-        key = _clean_name(case_key, "case key")
+        key = clean_name(case_key, "case key")
         label = " ".join(str(case_label or "").split())[:200]
         chosen = _decisions(decisions)
         comment = str(comment or "").strip()
@@ -339,7 +339,7 @@ class Reviewing(Voting):
         elif isinstance(reviewer, RaterSession):
             kind, name = "rater", reviewer.display_name
         elif isinstance(reviewer, str):
-            kind, name = "local", _clean_name(reviewer, "reviewer name")
+            kind, name = "local", clean_name(reviewer, "reviewer name")
             if st is not None:
                 raise AccessDenied("a review of a study case needs a signed-in admin or rater")
         else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lungseg.study.access import AdminSession
-from lungseg.study.core import StoreCore, _clean_name
+from lungseg.study.core import StoreCore, clean_name
 from lungseg.study.design import CaseSpec, DesignParams, ItemSpec, StudyError, plan_items
 
 
@@ -20,7 +20,6 @@ class Study:
     params: DesignParams | None  # None for a study made by importing votes
     turing: bool
     created_at: str
-
 
 
 class StudyTables(StoreCore):
@@ -64,7 +63,7 @@ class StudyTables(StoreCore):
         without a design, to hold votes collected elsewhere (see :mod:`.csvio`).  ``turing``
         overrides ``params.turing``.  Audited as ``study.create``.
         """
-        name = _clean_name(name, "study name")
+        name = clean_name(name, "study name")
         params = params or DesignParams()
         items = plan_items(cases, params) if cases else []
         asks_turing = params.turing if turing is None else turing

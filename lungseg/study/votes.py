@@ -78,7 +78,6 @@ def _response_ms(value: Any) -> int | None:
     return value
 
 
-
 class Voting(RaterAccess):
     """The rating task: next item, votes, progress."""
 
