@@ -195,13 +195,19 @@ def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, *
             raise StudyError("its images are no longer available")
         recorded = metadata.get("model_version")
         if source.automatic.kind == "model" and recorded:
-            predictor = predictor or default_predictor(source.automatic.model)
+            if predictor is None:
+                try:
+                    predictor = default_predictor(source.automatic.model)
+                except LungsegError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
+                    raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
             version = model_version(predictor)
             if version != recorded:
                 raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
                                  "its automatic contours would differ")
         return open_case(source, predictor, **open_kwargs)
-    except LungsegError as exc:
+    except (LungsegError, OSError, ValueError) as exc:
         raise StudyError(f"case {case_id}: {one_line(exc)}") from None
 
 
