@@ -64,8 +64,6 @@ def test_paths_are_relative_to_the_cases_file(files):
           "automatic": {"kind": "file"}}, r"entry 3 \(L2\): an automatic contour of kind 'file' needs its path"),
         ({"case_id": "L2", "ct": "demo", "automatic": {"kind": "unet"}},
          r"entry 3 \(L2\): automatic contour kind 'unet': expected one of model, file, stand-in"),
-        ({"case_id": "L2", "ct": "scans/ct.nii.gz", "manual": {"kind": "rtstruct"}, "automatic": {"kind": "model"}},
-         r"entry 3 \(L2\): an RTSTRUCT manual contour needs an ROI name"),
         ({"case_id": "L2", "slices": [1, 2], "metadata": {}}, r"entry 3 \(L2\): .*no longer read: give ct, manual"),
         ({**DEMO_STAND_IN, "case_id": "L2", "colour": "red"}, r"entry 3 \(L2\): unknown field\(s\) colour"),
         ({**DEMO_STAND_IN, "case_id": "L2", "metadata": {"tumour_volume_ml": "big"}},
@@ -86,6 +84,18 @@ def test_bad_entry_is_refused_by_number_and_nothing_is_written(files, capsys, en
     assert captured.out == ""  # refused before any case was opened
     with StudyStore(db) as s:
         assert s.studies() == []
+
+
+def test_case_that_cannot_be_opened_is_refused_by_number(files, capsys):
+    """Checked records that fail when opened (an unreadable CT) are refused the same way; nothing is written."""
+    bad = {"case_id": "L9", "ct": "scans/ct.nii.gz", "manual": {"kind": "label", "path": "scans/gtv.nii.gz"},
+           "automatic": {"kind": "stand-in"}}
+    path = _write(files, [bad, DEMO_STAND_IN])
+    db = files / "s.db"
+    assert cli_main(["study", "create", "s", "--db", str(db), "--cases", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cases.json entry 1 (L9): ct.nii.gz: not a readable image") and err.count("\n") == 1
+    assert not db.exists()
 
 
 @pytest.mark.parametrize("text, message", [("{}", "expected a JSON list"), ("[]", "expected a JSON list"),
