@@ -313,7 +313,9 @@ class Reviewing(Voting):
         patient identifier).  ``reviewer``: a plain name is the local user of a single-user
         install (``reviewer_kind="local"``); an :class:`AdminSession` or a :class:`RaterSession`
         is re-checked against the database (expired, revoked or forged sessions are refused).
-        ``decisions``: at most one :class:`ContourDecision` per contour.  ``source``: the
+        ``decisions``: at most one :class:`ContourDecision` per contour (the store checks their form;
+        that lesion numbers exist in the case's lesion table is checked by the caller, who has the
+        case: :func:`lungseg.review.decisions_for`).  ``source``: the
         ``CaseSource`` the case was opened from (or its ``as_dict()``), so that
         :meth:`latest_case_review` can tell reviews of the same case with another manual ROI apart.
 
