@@ -80,7 +80,8 @@ class ExportError(LungsegError):
 
 
 def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, out: str | os.PathLike,
-                 description: str | None = None, source: str = "automatic") -> Path:
+                 description: str | None = None, source: str = "automatic",
+                 sources: Mapping[str, str] | None = None) -> Path:
     """Write several named masks (boolean, on ``loaded.volume``'s grid) as ONE ``fmt`` object at ``out``.
 
     ``masks`` maps a name (segment label / ROI name, unique, at most 64 characters) to its mask;
@@ -88,17 +89,23 @@ def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, ou
     mask, an RTSTRUCT one ROI per mask (one structure set), and a NIfTI/NRRD label image the
     values 1..n (the masks must not overlap there, as a voxel holds one value).  ``out`` is a file
     path or a folder (the file is then named after the masks).  ``source`` (automatic or manual)
-    applies to every mask.  Returns the path written.
+    applies to every mask, unless ``sources`` gives a mask's own (name → automatic or manual): it
+    sets the SEG segment's algorithm type and the RTSTRUCT ROI's generation algorithm.  Returns the
+    path written.
     """
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     named = _check_names(masks)
+    unknown = sorted(set(sources or {}) - set(named))
+    if unknown:
+        raise ExportError(f"sources given for masks that are not exported: {', '.join(unknown)}")
+    per_mask = {name: (sources or {}).get(name, source) for name in named}
     writer = {"nifti": _write_label, "nrrd": _write_label, "seg": _write_seg, "rtstruct": _write_rtstruct}[fmt]
     path_of = lambda: _out_path(out, fmt, "_".join(named)[:80])  # noqa: E731  (after the input checks)
     if fmt in ("nifti", "nrrd"):
         return writer(loaded, named, path_of)
-    return writer(loaded, named, path_of, description, source)
+    return writer(loaded, named, path_of, description, per_mask)
 
 
 def export_mask(loaded: LoadedCT, mask: np.ndarray, fmt: str, out: str | os.PathLike, name: str = "GTV-auto",
@@ -246,16 +253,23 @@ def _ds_str(v: float) -> str:
 # DICOM SEG
 
 
-def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], source: str, kind: str, needs: str):
-    """Checks shared by the DICOM writers: a DICOM source, fitting non-empty masks, a known source."""
+def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], sources: dict[str, str], kind: str, needs: str):
+    """Checks shared by the DICOM writers: a DICOM source, fitting non-empty masks, known sources."""
     src = _require_dicom(loaded, kind)
     masks = {name: _check_mask(loaded, mask) for name, mask in named.items()}
-    source = _check_source(source)
+    sources = {name: _check_source(sources[name]) for name in masks}
     for name, mask in masks.items():
         if not mask.any():
             what = "the mask is empty" if len(masks) == 1 else f"mask {name!r} is empty"
             raise ExportError(f"{what}: {needs} (export NIfTI/NRRD for an empty result)")
-    return src, masks, source
+    return src, masks, sources
+
+
+def _model_name(sources: dict[str, str]) -> str:
+    kinds = set(sources.values())
+    if kinds == {"automatic"}:
+        return ALGORITHM_NAME
+    return "lungseg viewer" if kinds == {"manual"} else f"{ALGORITHM_NAME} and viewer"
 
 
 def _ct_header(loaded: LoadedCT) -> pydicom.Dataset:
@@ -293,12 +307,12 @@ def _segment_description(hd, codes, number: int, name: str, source: str):
 
 
 def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, description: str | None,
-               source: str) -> Path:
+               sources: dict[str, str]) -> Path:
     """A BINARY DICOM SEG with one segment per mask (numbered 1..n in order) referencing the CT slices."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    src, masks, source = _dicom_inputs(loaded, named, source, "DICOM SEG", "a DICOM SEG needs at least one voxel")
+    src, masks, sources = _dicom_inputs(loaded, named, sources, "DICOM SEG", "a DICOM SEG needs at least one voxel")
     path = path_of()
     names = list(masks)
 
@@ -313,7 +327,7 @@ def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, descript
     if [str(ds.SOPInstanceUID) for ds in images] != list(src.sop_instance_uids):
         raise ExportError(f"{loaded.label}: the CT files changed since the CT was loaded; load it again")
 
-    segments = [_segment_description(hd, codes, i, name, source) for i, name in enumerate(names, start=1)]
+    segments = [_segment_description(hd, codes, i, name, sources[name]) for i, name in enumerate(names, start=1)]
     label = names[0] if len(names) == 1 else "LUNGSEG"
     try:
         with warnings.catch_warnings():
@@ -329,10 +343,11 @@ def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, descript
                 sop_instance_uid=generate_uid(),
                 instance_number=1,
                 manufacturer=MANUFACTURER,
-                manufacturer_model_name=ALGORITHM_NAME if source == "automatic" else "lungseg viewer",
+                manufacturer_model_name=_model_name(sources),
                 software_versions=__version__,
                 device_serial_number="0",
-                content_description=(description or f"lungseg {source} {', '.join(names)}")[:64],
+                content_description=(description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+                                                    f"{', '.join(names)}")[:64],
                 content_label=re.sub(r"[^A-Z0-9_ ]", "_", label.upper())[:16] or "SEGMENTATION",
                 series_description=_series_text(names, description),
             )
@@ -405,9 +420,9 @@ def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, n
 
 
 def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, description: str | None,
-                    source: str) -> Path:
+                    sources: dict[str, str]) -> Path:
     """One RT Structure Set with one ROI per mask (numbered 1..n in order) referencing the CT slices."""
-    src, masks, source = _dicom_inputs(loaded, named, source, "DICOM RTSTRUCT", "an RTSTRUCT needs at least one contour")
+    src, masks, sources = _dicom_inputs(loaded, named, sources, "DICOM RTSTRUCT", "an RTSTRUCT needs at least one contour")
     path = path_of()
     names = list(masks)
     refs = _slice_references(loaded)
@@ -443,14 +458,15 @@ def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, des
         ds.PositionReferenceIndicator = ""
     # general equipment
     ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = ALGORITHM_NAME if source == "automatic" else "lungseg viewer"
+    ds.ManufacturerModelName = _model_name(sources)
     ds.SoftwareVersions = __version__
     # structure set
     ds.InstanceNumber = 1
     label = names[0] if len(names) == 1 else "lungseg"
     ds.StructureSetLabel = label[:16]
     ds.StructureSetName = (label if len(names) == 1 else ", ".join(names))[:64]
-    ds.StructureSetDescription = description or f"lungseg {source} contour{'s' if len(names) > 1 else ''} {', '.join(names)}"
+    ds.StructureSetDescription = (description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+                                                  f"contour{'s' if len(names) > 1 else ''} {', '.join(names)}")
     ds.StructureSetDate, ds.StructureSetTime = date, time
 
     contour_images = Sequence()
@@ -478,8 +494,8 @@ def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, des
         roi.ReferencedFrameOfReferenceUID = src.frame_of_reference_uid
         roi.ROIName = name
         roi.ROIDescription = description or ""
-        roi.ROIGenerationAlgorithm = "AUTOMATIC" if source == "automatic" else "MANUAL"
-        if source == "automatic":
+        roi.ROIGenerationAlgorithm = "AUTOMATIC" if sources[name] == "automatic" else "MANUAL"
+        if sources[name] == "automatic":
             roi.ROIGenerationDescription = f"{ALGORITHM_NAME} {__version__}"[:64]
         rois.append(roi)
 

@@ -148,6 +148,22 @@ def test_several_masks_in_one_object_all_formats(phantom, phantom_dicom, tmp_pat
     assert [c.ReferencedROINumber for c in rs.ROIContourSequence] == [1, 2, 3]
 
 
+def test_several_masks_with_their_own_sources(phantom, phantom_dicom, tmp_path):
+    """An accepted automatic contour and an accepted manual one in one object, each marked as what it is."""
+    masks = {"GTV-auto": phantom.tumour, "GTV-1": phantom.tumour}
+    sources = {"GTV-auto": "automatic", "GTV-1": "manual"}
+    seg = pydicom.dcmread(export_masks(phantom_dicom, masks, "seg", tmp_path / "s.dcm", sources=sources),
+                          stop_before_pixels=True)
+    assert [s.SegmentAlgorithmType for s in seg.SegmentSequence] == ["AUTOMATIC", "MANUAL"]
+    assert "SegmentationAlgorithmIdentificationSequence" not in seg.SegmentSequence[1]
+    rs = pydicom.dcmread(export_masks(phantom_dicom, masks, "rtstruct", tmp_path / "r.dcm", sources=sources))
+    assert [r.ROIGenerationAlgorithm for r in rs.StructureSetROISequence] == ["AUTOMATIC", "MANUAL"]
+    with pytest.raises(ExportError, match="not exported: Lung L"):
+        export_masks(phantom_dicom, masks, "seg", tmp_path, sources={"Lung L": "manual"})
+    with pytest.raises(ExportError, match="automatic or manual"):
+        export_masks(phantom_dicom, masks, "rtstruct", tmp_path, sources={"GTV-1": "robot"})
+
+
 def test_several_masks_refusals(phantom, phantom_dicom, tmp_path):
     empty = np.zeros(phantom_dicom.volume.shape, bool)
     with pytest.raises(ExportError, match="overlaps"):
