@@ -97,14 +97,20 @@ def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, ou
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     named = _check_names(masks)
-    unknown = sorted(set(sources or {}) - set(named))
+    given = {str(k).strip(): v for k, v in (sources or {}).items()}
+    unknown = sorted(set(given) - set(named))
     if unknown:
         raise ExportError(f"sources given for masks that are not exported: {', '.join(unknown)}")
-    per_mask = {name: (sources or {}).get(name, source) for name in named}
-    writer = {"nifti": _write_label, "nrrd": _write_label, "seg": _write_seg, "rtstruct": _write_rtstruct}[fmt]
-    path_of = lambda: _out_path(out, fmt, "_".join(named)[:80])  # noqa: E731  (after the input checks)
+    per_mask = {name: given.get(name, source) for name in named}
+
+    def path_of() -> Path:  # called by the writers once the inputs are checked: nothing is created before
+        return _out_path(out, fmt, "_".join(named)[:80])
+
     if fmt in ("nifti", "nrrd"):
-        return writer(loaded, named, path_of)
+        if len(named) > 255:
+            raise ExportError(f"{len(named)} masks: a uint8 label image holds at most 255")
+        return _write_label(loaded, named, path_of)
+    writer = _write_seg if fmt == "seg" else _write_rtstruct
     return writer(loaded, named, path_of, description, per_mask)
 
 

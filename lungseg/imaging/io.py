@@ -689,7 +689,7 @@ def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: st
         raise ContourError(f"segment {segment!r} has no frames")
     try:
         volume = hseg.get_volume(segment_numbers=sorted(numbers), combine_segments=False, rescale_fractional=True)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, AttributeError, KeyError, IndexError) as exc:
         raise ContourError(f"the SEG's frames do not form a volume ({_first_line(exc)})") from None
     if volume is None:
         raise ContourError("the SEG's frames do not form a regularly spaced volume")
