@@ -32,8 +32,12 @@ def memory() -> CaseMemory:
 
 
 @st.cache_resource(show_spinner=False)
+def _result_cache(root: str) -> ResultCache:
+    return ResultCache(root)
+
+
 def result_cache() -> ResultCache:
-    return ResultCache(cases.app_cache_dir() / "results")
+    return _result_cache(str(cases.app_cache_dir() / "results"))
 
 
 def current():

@@ -96,9 +96,19 @@ def _export_accepted(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ct_of(args: argparse.Namespace):
+    """The CT of INPUT through the case cache (only its first stage: no lungs, no model)."""
+    from lungseg.case import open_case_progressively, with_dicom_headers
+    from lungseg.cli.common import case_source
+
+    stages = open_case_progressively(case_source(args, default_manual=False))
+    case = next(stages)
+    stages.close()
+    return with_dicom_headers(case.ct)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lungseg.export import export_masks, with_dicom_series
-    from lungseg.imaging.io import load_ct
 
     if args.accepted:
         if not (args.db and args.input):
@@ -113,7 +123,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if not args.input:
             raise InputError("give the CT to export onto")
-        loaded = load_ct(args.input, series_uid=args.series)
+        loaded = _ct_of(args)
         masks = _mask_from_args(args, loaded)
     if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
         loaded = with_dicom_series(loaded, args.ct_out)
