@@ -183,6 +183,26 @@ def study_case_source(metadata: Mapping[str, Any]) -> CaseSource:
     return CaseSource(str(src), automatic, ManualSource("rtstruct", None, str(roi)))
 
 
+def check_model_version(source: CaseSource, metadata: Mapping[str, Any], predictor=None):
+    """The predictor to open a study case with; refused (one line) when the installed model is not the
+    version the study was set up with (the raters would see other contours)."""
+    recorded = metadata.get("model_version")
+    if source.automatic.kind != "model" or not recorded:
+        return predictor
+    if predictor is None:
+        try:
+            predictor = default_predictor(source.automatic.model)
+        except LungsegError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
+            raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
+    version = model_version(predictor)
+    if version != recorded:
+        raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
+                         "its automatic contours would differ")
+    return predictor
+
+
 def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, **open_kwargs) -> Case:
     """Open a case of a study from its stored metadata, as it was when the study was made.
 
@@ -193,19 +213,7 @@ def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, *
         source = study_case_source(metadata)
         if not source.is_demo and not Path(source.ct).exists():
             raise StudyError("its images are no longer available")
-        recorded = metadata.get("model_version")
-        if source.automatic.kind == "model" and recorded:
-            if predictor is None:
-                try:
-                    predictor = default_predictor(source.automatic.model)
-                except LungsegError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
-                    raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
-            version = model_version(predictor)
-            if version != recorded:
-                raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
-                                 "its automatic contours would differ")
+        predictor = check_model_version(source, metadata, predictor)
         return open_case(source, predictor, **open_kwargs)
     except (LungsegError, OSError, ValueError) as exc:
         raise StudyError(f"case {case_id}: {one_line(exc)}") from None
