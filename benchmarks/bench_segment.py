@@ -26,7 +26,7 @@ def main():
     runs = {name: [] for name in inputs}
     for i in range(args.repeat):
         for name, path in inputs.items():
-            runs[name].append(run_process(lungseg_cmd("segment", path, "--out", out / "tumour.nii.gz", "--device", args.device)))
+            runs[name].append(run_process(lungseg_cmd("segment", path, "--no-cache", "--out", out / "tumour.nii.gz", "--device", args.device)))
     print(f"after:  {load_note()}")
     print(f"\nmedians of {args.repeat} whole-process runs on {args.device}: wall s | CPU s | peak RSS MB | stages (as printed)")
     for name, rs in runs.items():
