@@ -59,7 +59,7 @@ def open_from_data_folder(page, name: str, label: str):
 
 def pick_roi(page, roi: str):
     sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Manual contour from the structure set")
-    sel.click()
+    sel.locator("input").click()
     page.get_by_role("option", name=roi, exact=True).click()
     settle(page)
 
@@ -72,7 +72,7 @@ def to_viewer(page):
 
 def download(page, fmt: str, dest: Path) -> Path:
     sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Format")
-    sel.click()
+    sel.locator("input").click()
     page.get_by_role("option", name=fmt, exact=True).click()
     settle(page)
     page.get_by_role("button", name="Prepare export").click()
@@ -97,7 +97,7 @@ def test_accept_lesion_export_seg_and_rtstruct_and_reopen(browser, server, data_
     open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
     to_viewer(page)
     ms = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Accepted automatic lesions")
-    ms.click()
+    ms.locator("input").click()
     page.get_by_role("option", name="lesion 1", exact=True).click()
     page.keyboard.press("Escape")
     page.get_by_label("Comment (optional)").fill("primary only")
