@@ -100,3 +100,18 @@ def test_segment_lesion_bad_click_is_a_one_line_error(lidc, tmp_path, capsys, at
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and message in err and "\n" not in err
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_segment_at_reuses_one_predictor_and_measures_each_texture(lidc):
+    from lungseg.lesion import LesionPredictor, segment_at
+
+    predictor = LesionPredictor()
+    for texture in ("solid", "part-solid", "ground-glass"):
+        volume, reference = load_crop(lidc[CROPS[texture]])
+        point = volume.index_to_physical(np.asarray(click_inside(reference, volume.spacing_zyx), float))[0]
+        result = segment_at(volume, point, predictor)
+        assert result.mask.shape == volume.shape and result.found and not result.larger_than_view
+        reference_ml = reference.sum() * volume.voxel_volume_ml
+        assert 0.5 <= result.volume_ml / reference_ml <= 2.0, texture
+        assert result.volume_ml == pytest.approx(result.mask.sum() * volume.voxel_volume_ml)
+        assert result.longest_axial_diameter_mm >= 0.8 * result.equivalent_diameter_mm > 0

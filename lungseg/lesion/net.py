@@ -9,7 +9,7 @@ with ``torch.load(path, weights_only=True)``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,7 +77,3 @@ def load_net(path: str | Path) -> tuple[LesionNet, dict]:
     net = LesionNet(LesionNetConfig(tuple(arch["channels"]), int(arch["z_kernel"])))
     net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()})
     return net.eval(), meta
-
-
-def config_dict(config: LesionNetConfig) -> dict:
-    return asdict(config)

@@ -13,7 +13,7 @@ interpolated back onto the scan's voxels and the connected part under the click 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,6 @@ class LesionResult:
     field_of_view_mm: float  # in-plane width of the last patch
     larger_than_view: bool  # still touching the largest patch: the contour may be cut
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
     @property
     def found(self) -> bool:
