@@ -34,6 +34,7 @@ bench: setup chromium
 	$(BIN)/python benchmarks/bench_segment.py
 	$(BIN)/python benchmarks/bench_votes.py
 	$(BIN)/python benchmarks/bench_viewer.py
+	$(BIN)/python benchmarks/bench_lesion.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -115,3 +115,17 @@ def test_segment_at_reuses_one_predictor_and_measures_each_texture(lidc):
         assert 0.5 <= result.volume_ml / reference_ml <= 2.0, texture
         assert result.volume_ml == pytest.approx(result.mask.sum() * volume.voxel_volume_ml)
         assert result.longest_axial_diameter_mm >= 0.8 * result.equivalent_diameter_mm > 0
+
+
+def test_segment_lesion_answers_on_the_grid_of_a_ras_stored_input(lidc, tmp_path, capsys):
+    nodule = lidc[CROPS["ground-glass"]]
+    image = sitk.DICOMOrient(sitk.ReadImage(str(nodule.image_path)), "RAS")  # same voxels in space, flipped storage
+    mask = sitk.DICOMOrient(sitk.ReadImage(str(nodule.mask_path)), "RAS")
+    sitk.WriteImage(image, str(tmp_path / "ras.nii.gz"))
+    volume, reference = load_crop(nodule)
+    x, y, z = volume.index_to_physical(np.asarray(click_inside(reference, volume.spacing_zyx), float))[0]
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment-lesion", str(tmp_path / "ras.nii.gz"), f"--at={x:.2f},{y:.2f},{z:.2f}", "--out", str(out)]) == 0
+    written = sitk.ReadImage(str(out))
+    assert Grid.of(written).matches(Grid.of(image)) and written.GetDirection() != (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    assert dice(sitk.GetArrayFromImage(written) > 0, sitk.GetArrayFromImage(mask) > 0) >= 0.7
