@@ -34,16 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lungs", help="lung isolation: tight lungs mask and lung region")
-    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL, or 'demo'")
     p.add_argument("--out", required=True, help="tight lungs mask (uint8, on the input's grid)")
     p.add_argument("--region-out", help="lung region mask (mirrored and dilated)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.set_defaults(func=cmd_lungs)
 
-    from lungseg.cli import export, review, segment, study
+    from lungseg.cli import batch, export, pacs, review, segment, study
 
-    for group in (segment, review, study, export):
+    for group in (segment, review, study, export, pacs, batch):
         group.register(sub)
     return parser
 
