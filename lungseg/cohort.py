@@ -423,7 +423,7 @@ def _run_on_dask(todo: Sequence[CohortCase], config: BatchConfig, out: Path, fin
         if config.scheduler:
             client = Client(config.scheduler, timeout="30s")
         else:
-            cluster = LocalCluster(n_workers=config.workers, threads_per_worker=config.threads_per_worker,
+            cluster = LocalCluster(n_workers=min(config.workers, len(todo)), threads_per_worker=config.threads_per_worker,
                                    processes=True, host="127.0.0.1", dashboard_address=None,
                                    silence_logs=logging.ERROR)
             client = Client(cluster)

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from lungseg import review
 from lungseg.errors import LungsegError
 
-from . import gate
+from . import gate, pacs_ui
 
 AUTO_RGB = (255, 70, 70)
 MANUAL_RGB = (60, 200, 255)
@@ -162,6 +162,7 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     if ready:
         data, filename, mime = ready
         st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download")
+    pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
 
 
 def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:

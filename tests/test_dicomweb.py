@@ -3,6 +3,7 @@ every way a PACS can fail as a one-line error that leaves nothing in the cache."
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from lungseg.errors import LungsegError
 from orthanc import FaultyProxy, Orthanc, dicomweb_plugin, free_port, orthanc_binary
 
 LUNG1_001_CT_INSTANCES = 134
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _need_orthanc():
@@ -182,15 +184,12 @@ def test_unreachable_server(ct_url, pacs, tmp_path):
     _fails(dead, tmp_path, ["cannot reach", "connection refused"])
 
 
-def test_series_not_on_the_server_is_404(ct_url, tmp_path, capsys):
+def test_series_not_on_the_server_is_404(ct_url, tmp_path, capsys, monkeypatch):
     missing = ct_url.rsplit("/", 1)[0] + "/1.2.826.0.1.3680043.8.498.1"
     _fails(missing, tmp_path, ["1.2.826.0.1.3680043.8.498.1", "not found", "404"])
     # the same through a command: exit 2 and one line on stderr
-    os.environ["LUNGSEG_RESULT_CACHE"] = str(tmp_path)
-    try:
-        assert main(["lungs", missing, "--out", str(tmp_path / "l.nii.gz")]) == 2
-    finally:
-        del os.environ["LUNGSEG_RESULT_CACHE"]
+    monkeypatch.setenv("LUNGSEG_RESULT_CACHE", str(tmp_path))
+    assert main(["lungs", missing, "--out", str(tmp_path / "l.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: series 1.2.826.0.1.3680043.8.498.1") and "\n" not in err
     assert _nothing_cached(tmp_path)
@@ -272,3 +271,34 @@ def test_settings_come_from_the_environment_and_tls_stays_verified():
         PacsSettings("https://pacs.example", verify=False)
     with pytest.raises(LungsegError, match="LUNGSEG_PACS_URL"):
         PacsSettings.from_env(env={})
+
+
+# --------------------------------------------------------------------------------------------
+# the app's PACS tab
+
+
+def test_home_pacs_tab_searches_and_opens_the_chosen_series(pacs, ct_url, tmp_path, monkeypatch):
+    """The tab's search reaches the real server and "Open series" hands the series URL to the app's
+    opener (opening a URL itself is tested above; the shipped U-Net is not run here)."""
+    from streamlit.testing.v1 import AppTest
+
+    from lungseg_app import state
+
+    monkeypatch.setenv("LUNGSEG_APP_CACHE", str(tmp_path / "app-cache"))
+    monkeypatch.setenv("LUNGSEG_DATA", str(tmp_path))
+    opened = []
+    monkeypatch.setattr(state, "open_source", lambda source, label=None: opened.append((source, label)) or False)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    assert not at.exception and any("No PACS is configured" in i.value for i in at.info)
+
+    monkeypatch.setenv("LUNGSEG_PACS_URL", pacs.dicomweb_url)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.text_input(key="pacs_patient_id").input("LUNG1-001")
+    at.button(key="pacs_search").click().run()
+    assert not at.exception and not at.error
+    picker = at.selectbox(key="pacs_series")
+    titles = [str(o) for o in picker.options]
+    assert len(titles) == 1 and "CT" in titles[0] and "134 images" in titles[0] and "LUNG1" not in titles[0]
+    at.button(key="pacs_open").click().run()
+    source, label = opened[-1]
+    assert source.ct == ct_url and label == titles[0]
