@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from lungseg.cli import main
 from lungseg.errors import LungsegError
