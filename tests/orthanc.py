@@ -43,6 +43,16 @@ def dicomweb_plugin() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the test process dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +96,7 @@ class Orthanc:
         conf.write_text(json.dumps(config, indent=1))
         self.log = open(self.workdir / "orthanc.log", "wb")
         self.process = subprocess.Popen([binary, "--logdir=" + str(self.workdir), str(conf)], stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
