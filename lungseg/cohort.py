@@ -373,10 +373,13 @@ def _precheck(cases: Sequence[CohortCase], out: Path, model: str | None) -> tupl
     and the others."""
     from lungseg.case import model_version
 
+    previous_results = {c.name: read_result(out / c.name) for c in cases}
+    if not any(previous_results.values()):
+        return {}, list(cases)  # a fresh run: no need to load the model here only to learn its version
     version, settings = model_version(worker_predictor(model)), settings_digest()
     done, todo = {}, []
     for c in cases:
-        previous = read_result(out / c.name)
+        previous = previous_results[c.name]
         key = source_key(c.ct) if previous else None
         if is_done(previous, version, settings, source=key):
             done[c.name] = dict(summary_row(previous), resumed="yes")
