@@ -427,13 +427,16 @@ def _run_on_dask(todo: Sequence[CohortCase], config: BatchConfig, out: Path, fin
             client = Client(config.scheduler, timeout="30s")
         else:
             cluster = LocalCluster(n_workers=min(config.workers, len(todo)), threads_per_worker=config.threads_per_worker,
-                                   processes=True, host="127.0.0.1", dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   processes=True, host="127.0.0.1", dashboard_address=":0",
+                                   silence_logs=logging.CRITICAL)  # a failed case is reported as its row
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise LungsegError(f"cannot start or reach the Dask scheduler ({one_line(exc)})") from None
     try:
-        client.register_plugin(ModelPlugin(config.model, config.threads_per_worker), name=ModelPlugin.name)
+        try:
+            client.register_plugin(ModelPlugin(config.model, config.threads_per_worker), name=ModelPlugin.name)
+        except Exception as exc:  # noqa: BLE001 - the model cannot load on the workers: nothing can run
+            raise LungsegError(f"the workers cannot load the model: {one_line(exc)}") from None
         futures = {client.submit(process_case, c, str(out), config.model, key=f"lungseg-case-{c.name}-"
                                  f"{uuid.uuid4().hex[:8]}", pure=False): c for c in todo}
         for future in as_completed(futures):

@@ -142,3 +142,31 @@ def test_a_case_already_done_is_skipped_by_content_when_its_file_changed(data_di
     __import__("torch").save(payload, other)
     third = process_case(case, str(out), str(other))
     assert third["resumed"] == "no" and third["model_version"] == "other-other"
+
+
+def test_batch_on_an_existing_scheduler_and_a_model_the_workers_cannot_load(data_dir, tiny_model, tmp_path, capsys):
+    """``--scheduler ADDRESS`` runs the same code on a cluster that was already there (here a local one
+    standing in for it); a model the workers cannot load stops the run with one line before any case."""
+    import logging
+
+    from distributed import LocalCluster
+
+    from lungseg.cli import main
+
+    small = str(data_dir / "totalsegmentator-example" / "example_ct_sm.nii.gz")
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a model")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+                      silence_logs=logging.CRITICAL) as cluster:
+        address = cluster.scheduler_address
+        assert main(["batch", small, "--out", str(tmp_path / "bad"), "--scheduler", address, "--model", str(bad),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "error: the workers cannot load the model: bad.pt: not a lungseg model (UnpicklingError)"
+        assert main(["batch", small, str(tmp_path / "missing.zip"), "--out", str(tmp_path / "out"),
+                     "--scheduler", address, "--model", str(tiny_model), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert f"on the Dask scheduler at {address}" in said and "1 ok (0 already done, skipped), 1 failed" in said
+    rows = _summary(tmp_path / "out")
+    assert rows["example_ct_sm"]["status"] == "ok" and rows["missing"]["status"] == "failed"
+    assert "does not exist" in rows["missing"]["reason"]
