@@ -19,6 +19,10 @@ setup: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+.PHONY: dicom3tools
+dicom3tools:  # dciodvfy, the DICOM validator tests/test_dciodvfy.py runs
+	@command -v dciodvfy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools >/dev/null; }
+
 # Orthanc with its DICOMweb plugin: the tests run a real PACS on a free localhost port
 orthanc:
 	@{ { command -v Orthanc || test -x /usr/sbin/Orthanc; } >/dev/null 2>&1 && \
@@ -28,7 +32,7 @@ orthanc:
 run: setup
 	$(BIN)/python -m streamlit run app.py --server.address=127.0.0.1 --server.port=$(PORT) --server.headless=true --browser.gatherUsageStats=false
 
-test: setup chromium orthanc
+test: setup chromium dicom3tools orthanc
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup chromium
