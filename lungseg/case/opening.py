@@ -212,12 +212,10 @@ def open_case_progressively(source: CaseSource, predictor=None, progress: Progre
     """Open a case in stages: yields the case with the CT only (``stage="ct"``), then with the lung
     region and manual contour (``"lungs"``), then complete (``"done"``). Each yield is immutable."""
     from lungseg.lungs import LungParams, isolate
-    from lungseg.tumour.segment import PostProcess
 
     say = progress or (lambda message, fraction: None)
     cache = cache or ResultCache()
     lung_params = lung_params or LungParams()
-    post = post or PostProcess()
     source.check_exists()
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -249,6 +247,10 @@ def open_case_progressively(source: CaseSource, predictor=None, progress: Progre
     with_lungs = replace(base, lungs=lungs, manual=manual, stage="lungs", seconds=dict(seconds), notes=tuple(notes))
     yield with_lungs
     t = time.perf_counter()
+    if post is None:
+        from lungseg.tumour.segment import PostProcess  # torch: only when the tumour stage runs
+
+        post = PostProcess()
     automatic = _automatic_contour(source, loaded, lungs, manual, key, lung_key, cache, predictor, post, say)
     seconds["automatic"] = time.perf_counter() - t
     seconds["open"] = time.perf_counter() - t0
