@@ -154,7 +154,8 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     ready = st.session_state.get(f"{k_}_export")
     if ready:
         data, filename, mime = ready
-        st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download")
+        st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download",
+                           on_click="ignore")
     pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
 
 
