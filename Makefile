@@ -26,7 +26,7 @@ dicom3tools:  # dciodvfy, the DICOM validator tests/test_dciodvfy.py runs
 # Orthanc with its DICOMweb plugin: the tests run a real PACS on a free localhost port
 orthanc:
 	@{ { command -v Orthanc || test -x /usr/sbin/Orthanc; } >/dev/null 2>&1 && \
-		ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1; } || \
+		ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthancDicomWeb.so* 2>/dev/null | grep -q .; } || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
 
 run: setup
@@ -41,6 +41,7 @@ bench: setup chromium
 	$(BIN)/python benchmarks/bench_votes.py
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_batch.py
+	$(BIN)/python benchmarks/bench_case_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
