@@ -4,6 +4,9 @@ One command reproduces every figure of the model card's automatic-model section:
 
     python benchmarks/loo.py [--train] [--runs /tmp/lungseg-loo] [--final models/lungseg_unet.pt]
 
+Folds may be evaluated in parallel first (`--folds LUNG1-001 --evaluate-only`, one process each); the
+last call without `--evaluate-only` reads their cached candidates and writes the summary.
+
 Each fold trains (``--train``, or when its model is missing) the recipe of
 :mod:`lungseg.tumour.recipe` on the two other LUNG1 patients with train-side LIDC nodules placed
 into their lungs (LUNG1-002 and the IBSI phantom are one patient, held out together), then
@@ -27,10 +30,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 from _common import REPO, peak_rss_mb, shared_data
 
 from lungseg.imaging.io import find_structure_set, load_ct, load_rtstruct
@@ -60,7 +65,7 @@ def hits(labels: np.ndarray, rows: list[dict], references: dict[str, np.ndarray]
                 rows[lab - 1]["hits"].append(name)
 
 
-def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0) -> dict:
+def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0, nodule_limit: int | None = None) -> dict:
     predictor = TumourPredictor(model, "cpu")
     raw = PostProcess(candidate_filter=None)
     loaded = load_ct(data / f"{held}.zip", label=held)
@@ -85,7 +90,7 @@ def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0)
 
     rng = np.random.default_rng(seed)
     crops = [c for c in val_crops if c[0].diameter_mm >= MIN_NODULE_MM]
-    order = rng.permutation(len(crops))
+    order = rng.permutation(len(crops))[:nodule_limit]
     sites = HostSites.of(ct.array, lungs.lungs, gtv_all, ct.spacing_zyx)
     copies = []
     for start in range(0, len(order), NODULES_PER_COPY):
@@ -95,8 +100,6 @@ def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0)
         lungs_c = isolate(vol)
         p = predictor.predict(vol, lungs_c, raw)
         lab, crows = candidates(p.probability, lungs_c.lung_region, vol.voxel_volume_ml, raw.threshold)
-        from scipy import ndimage as ndi
-
         comp, _ = ndi.label(placed, structure=np.ones((3, 3, 3), bool))
         refs = {"gtv": gtv_all}
         nodules = []
@@ -182,15 +185,15 @@ def main():
     ap.add_argument("--final", default=None, help="a final model (all three patients) to check on the TotalSegmentator CT "
                                                   "and to write the calibrated filter into")
     ap.add_argument("--out", default=str(REPO / "docs" / "loo_results.json"))
+    ap.add_argument("--nodule-limit", type=int, default=None, help="place only this many nodules (a quick plumbing check)")
+    ap.add_argument("--evaluate-only", action="store_true", help="cache the folds' candidates and stop (run folds in parallel)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     data = shared_data()
     t0 = time.perf_counter()
-    some = load_ct(data / "LUNG1-001.zip").volume
-    val_crops = lidc_crops(data / "lidc-nodules", "validation", some.spacing_zyx)
-    del some
+    val_crops = lidc_crops(data / "lidc-nodules", "validation", load_ct(data / "LUNG1-001.zip").volume.spacing_zyx)
     folds, models = [], {}
     for held in args.folds:
         out_dir = Path(args.runs) / f"loo-{held}"
@@ -200,12 +203,19 @@ def main():
 
             hosts = [p for p in PATIENTS if p != held]
             train_recipe(["--data", str(data), "--hosts", *hosts, "--out", str(out_dir), "--epochs", str(args.epochs)])
-        print(f"fold {held}: evaluating {model}", flush=True)
-        fold = run_fold(model, held, data, val_crops)
-        fold["held_out"] = held
-        fold["totalseg"] = totalseg_rows(model, data)
+        cached = out_dir / "candidates.pkl"
+        if cached.exists() and cached.stat().st_mtime > model.stat().st_mtime:
+            fold = pickle.loads(cached.read_bytes())
+        else:
+            print(f"fold {held}: evaluating {model}", flush=True)
+            fold = run_fold(model, held, data, val_crops, nodule_limit=args.nodule_limit)
+            fold["held_out"] = held
+            fold["totalseg"] = totalseg_rows(model, data)
+            cached.write_bytes(pickle.dumps(fold))
         folds.append(fold)
         models[held] = model
+    if args.evaluate_only:
+        return
 
     results = {"settings": {**vars(args), "nodules_per_copy": NODULES_PER_COPY, "min_nodule_mm": MIN_NODULE_MM, "grid": GRID},
                "folds": []}
