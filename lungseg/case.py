@@ -48,7 +48,8 @@ class ManualSource:
     """The manual contour.
 
     ``rtstruct``: ROI ``roi`` (a name or glob such as ``GTV*``) of the RTSTRUCT at ``path``, or of the
-    structure set found beside the CT when ``path`` is None.  ``seg``: segment ``roi`` (label or number;
+    structure set found beside the CT when ``path`` is None; with no ``roi``, the default GTV (``GTV-1``,
+    else the first ``GTV*``).  ``seg``: segment ``roi`` (label or number;
     all segments when None) of a DICOM SEG.  ``label``: voxels equal to ``roi`` (any > 0 when None) of a
     label image on the CT's grid.  ``demo-truth``: the demo phantom's known tumour.
     """
@@ -62,15 +63,13 @@ class ManualSource:
             raise InputError(f"manual contour kind {self.kind!r}: expected one of {', '.join(MANUAL_KINDS)}")
         if self.kind in ("seg", "label") and not self.path:
             raise InputError(f"a {self.kind} manual contour needs a file")
-        if self.kind == "rtstruct" and not self.roi:
-            raise InputError("an RTSTRUCT manual contour needs an ROI name")
 
     @property
     def name(self) -> str:
         if self.kind == "demo-truth":
             return "phantom truth"
         if self.kind == "rtstruct":
-            return str(self.roi)
+            return str(self.roi or "GTV (default)")
         return Path(str(self.path)).name + (f" · {self.roi}" if self.roi else "")
 
 
@@ -653,7 +652,7 @@ def load_manual_mask(m: ManualSource, loaded) -> np.ndarray:
             raise InputError(f"{loaded.label}: no structure set referencing this CT")
         if not Path(ss.path).exists():
             raise InputError(f"{loaded.label}: the structure set is no longer in the cache; reopen the source")
-        return np.asarray(load_rtstruct(ss.path, loaded, m.roi), bool)
+        return np.asarray(load_rtstruct(ss.path, loaded, m.roi or default_roi(loaded)), bool)
     roi = m.roi
     if m.kind == "label" and roi is not None:
         from lungseg.imaging.io import load_label
@@ -663,6 +662,35 @@ def load_manual_mask(m: ManualSource, loaded) -> np.ndarray:
         except ValueError:
             raise InputError(f"label value {roi!r} is not a whole number") from None
     return np.asarray(load_contour(m.path, loaded, roi), bool)
+
+
+def default_roi(loaded) -> str:
+    """The ROI shown as the manual contour when none is named: GTV-1, else the first GTV*."""
+    names = loaded.roi_names() if find_structure_set_path(loaded) else []
+    if "GTV-1" in names:
+        return "GTV-1"
+    for n in names:
+        if n.upper().startswith("GTV"):
+            return n
+    raise InputError(f"{loaded.label}: no GTV in the structure set; name the manual contour's ROI")
+
+
+def find_structure_set_path(loaded) -> Path | None:
+    from lungseg.imaging.io import find_structure_set
+
+    ss = find_structure_set(loaded)
+    return Path(ss.path) if ss is not None and Path(ss.path).exists() else None
+
+
+def resolved_manual(m: ManualSource | None, loaded) -> ManualSource | None:
+    """``m`` with the default ROI replaced by the ROI it stands for (so reviews name what was shown);
+    None when the default was asked for and the CT has no structure set with a GTV."""
+    if m is not None and m.kind == "rtstruct" and m.path is None and not m.roi:
+        try:
+            return replace(m, roi=default_roi(loaded))
+        except InputError:
+            return None
+    return m
 
 
 def stand_in(mask: np.ndarray, grow: int = 2, shift_yx: tuple[int, int] = (2, 3)) -> np.ndarray:
@@ -735,6 +763,7 @@ def open_case_progressively(source: CaseSource, predictor=None, progress: Progre
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     loaded, key, ct_hit = _load_source_ct(source, cache, say)
+    source = replace(source, manual=resolved_manual(source.manual, loaded))
     seconds["load"] = time.perf_counter() - t0
     label = source.label or loaded.label
     base = Case(key=key, label=label, source=source, ct=loaded, lungs=None, automatic=None, manual=None,
@@ -784,7 +813,8 @@ def open_case(source: CaseSource, predictor=None, progress: Progress | None = No
 
 def source_for_input(input: str, *, roi: str | None = None, manual: str | None = None,
                      automatic: str | None = None, automatic_roi: str | None = None, model: str | None = None,
-                     series_uid: str | None = None, stand_in_ok: bool = False) -> CaseSource:
+                     series_uid: str | None = None, stand_in_ok: bool = False,
+                     default_manual: bool = True) -> CaseSource:
     """The CaseSource of a CLI INPUT and its options (one place for every command).
 
     ``manual``: a contour file (RTSTRUCT/SEG/label); ``roi``: its ROI/segment/label, or the ROI of the
@@ -793,12 +823,14 @@ def source_for_input(input: str, *, roi: str | None = None, manual: str | None =
     """
     man = None
     if manual:
-        kind = _contour_file_kind(manual)
+        kind = contour_file_kind(manual)
         man = ManualSource(kind, manual, roi)
     elif roi:
         man = ManualSource("rtstruct", None, roi)
     elif input == DEMO:
         man = ManualSource("demo-truth")
+    elif default_manual:
+        man = ManualSource("rtstruct", None, None)  # the default GTV of the structure set, if there is one
     if automatic == "stand-in":
         if not stand_in_ok:
             raise InputError("the stand-in automatic contour is for demos and tests only")
@@ -810,7 +842,7 @@ def source_for_input(input: str, *, roi: str | None = None, manual: str | None =
     return CaseSource(ct=input, automatic=auto, manual=man, series_uid=series_uid)
 
 
-def _contour_file_kind(path: str) -> str:
+def contour_file_kind(path: str) -> str:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -872,3 +904,29 @@ class CaseMemory:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class NoCache(ResultCache):
+    """A result cache that never hits and never writes (``--no-cache``; benchmarks of cold runs)."""
+
+    def __init__(self):  # noqa: D107 - nothing on disk
+        self.root = None
+        self.cap_bytes = 0
+
+    def _read_npz(self, name):
+        return None
+
+    def _write_npz(self, name, arrays, meta):
+        return None
+
+    def hash_for_source(self, identity):
+        return None
+
+    def remember_source(self, identity, key):
+        return None
+
+    def evict(self):
+        return None
+
+    def size_bytes(self):
+        return 0

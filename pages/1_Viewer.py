@@ -3,9 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from lungseg_app import render, state
+from lungseg_app import gate, render, review_panel, state
 
 st.set_page_config(page_title="lungseg viewer", layout="wide")
+user = gate.require_user()
 case = state.current()
 if case is None:
     st.title("Viewer")
@@ -13,7 +14,7 @@ if case is None:
     st.page_link("app.py", label="← Home")
     st.stop()
 
-vol = case.loaded.volume
+vol = case.volume
 arr = vol.array
 nz = arr.shape[0]
 
@@ -29,9 +30,9 @@ with st.sidebar:
     style = st.radio("Overlay style", ["outline", "filled"], horizontal=True, key="ov_style")
     layers = []
     avail = {
-        "lung region": case.result.lungs.lung_region,
-        "automatic tumour": case.result.tumour,
-        "manual contour": case.manual_mask,
+        "lung region": case.lungs.lung_region,
+        "automatic tumour": case.automatic.mask if case.automatic else None,
+        "manual contour": case.manual.mask if case.manual else None,
     }
     for name, mask in avail.items():
         if mask is None:
@@ -42,15 +43,14 @@ with st.sidebar:
                        key=f"op_{name}", disabled=not on, label_visibility="collapsed")
         if on:
             layers.append((name, mask, op))
-    if case.manual_name:
-        st.caption(f"Manual contour: {case.manual_name}")
-    _, note = state.predictor_and_note()
-    for n in case.result.notes:
+    if case.manual:
+        st.caption(f"Manual contour: {case.manual.name}")
+    for n in case.notes:
         st.caption(n)
 
 st.title(f"{case.label}")
 
-what, rows = case.lesions()
+what, rows = "automatic tumour", list(case.lesions)
 jump = st.session_state.get("jump") or {"slice": nz // 2, "token": f"{case.key}:open"}
 if rows:
     st.markdown(f"**Lesions** ({what})")
@@ -70,11 +70,11 @@ else:
 # context planes through the first lesion, else the middle of the lung region, else the image centre
 if rows:
     k0 = rows[0]["centroid_slice"]
-    ref = (case.manual_mask if case.result.tumour is None else case.result.tumour)
+    ref = case.automatic.mask if case.automatic else case.manual.mask if case.manual else None
     yx = np.argwhere(ref[k0]) if ref is not None else np.empty((0, 2))
     y0, x0 = (int(yx[:, 0].mean()), int(yx[:, 1].mean())) if len(yx) else (arr.shape[1] // 2, arr.shape[2] // 2)
 else:
-    lr = case.result.lungs.lung_region
+    lr = case.lungs.lung_region
     yx = np.argwhere(lr.any(axis=0)) if lr.any() else np.empty((0, 2))
     y0, x0 = (int(yx[:, 0].mean()), int(yx[:, 1].mean())) if len(yx) else (arr.shape[1] // 2, arr.shape[2] // 2)
 
@@ -82,7 +82,7 @@ with st.spinner("Rendering slices…"):
     slices = render.cached_stack(case.key, arr, float(width), float(level))
     overlays = []
     for name, mask, op in layers:
-        tag = case.manual_name if name == "manual contour" else ""
+        tag = case.manual.name if name == "manual contour" and case.manual else ""
         overlays.append({"name": name, "opacity": op, "frames": render.cached_overlay(case.key, name, tag or "", mask, style)})
     cor, sag = render.context_images(arr, vol.spacing, y0, x0, float(width), float(level),
                                      [(m, render.LAYERS[n]) for n, m, _ in layers if n != "lung region"])
@@ -93,3 +93,6 @@ st.iframe(html, height=height)
 legend = " · ".join(f"<span style='color:rgb{render.LAYERS[n]}'>■</span> {n}" for n, _, _ in layers)
 if legend:
     st.markdown(legend, unsafe_allow_html=True)
+
+st.divider()
+review_panel.show(case, user)

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 from streamlit.testing.v1 import AppTest
 
-from lungseg.pipeline import CaseResult
+from lungseg.case import AutomaticSource, Case, CaseSource, ManualSource, ResultCache, open_case
 from lungseg_app import cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_demo_opens_automatically_with_summary():
     assert not at.exception and not at.error
     case = at.session_state["case"]
     assert case.label == "demo-phantom"
-    assert case.manual_mask is not None and case.manual_mask.any()
+    assert case.manual is not None and case.manual.mask.any()
     page = texts(at)
     assert "Case: demo-phantom" in page
     assert "Slice thickness (mm)" in page and "Dimensions" in page
@@ -76,9 +76,10 @@ def test_open_image_from_data_folder_and_reopen_from_disk_cache(_app_env, tmp_pa
     case = at.session_state["case"]
     assert case.label == "small" and not case.from_cache
     # a fresh process would find both the CT and the result on disk
-    again = cases.open_path(_app_env / "small.nii.gz", cases.load_predictor()[0], lambda m, f: None)
+    again = open_case(case.source, cache=ResultCache(cases.app_cache_dir() / "results"))
     assert again.from_cache and again.key == case.key
-    assert np.array_equal(again.result.lungs.lung_region, case.result.lungs.lung_region)
+    assert np.array_equal(again.lungs.lung_region, case.lungs.lung_region)
+    assert np.array_equal(again.automatic.mask, case.automatic.mask)
 
 
 def test_viewer_page_renders_and_jumps_to_lesion():
@@ -91,7 +92,7 @@ def test_viewer_page_renders_and_jumps_to_lesion():
     jump_buttons[0].click().run()
     jump = at.session_state["jump"]
     assert jump["token"] != before
-    rows = at.session_state["case"].lesions()[1]
+    rows = at.session_state["case"].lesions
     assert jump["slice"] == rows[0]["centroid_slice"]
     # window presets and custom window
     at.selectbox(key="win_preset").select("Custom").run()
@@ -111,8 +112,9 @@ def test_viewer_without_case_points_home():
 
 def test_summary_never_shows_patient_identifiers(load_case, isolated_case):
     ct, _ = load_case("LUNG1-001")
-    case = cases.Case("k", ct.label, ct, CaseResult(lungs=isolated_case("LUNG1-001")))
-    text = " ".join(f"{k} {v}" for k, v in cases.summary(case).items())
+    source = CaseSource("LUNG1-001.zip", AutomaticSource("model"), ManualSource("rtstruct", None, "GTV-1"))
+    case = Case("k", ct.label, source, ct, isolated_case("LUNG1-001"), None, None)
+    text = " ".join(f"{k} {v}" for k, v in case.summary().items())
     hdr = ct.dicom.headers[0] if ct.dicom and ct.dicom.headers else None
     if hdr is not None:
         for tag in ("PatientName", "PatientID", "PatientBirthDate"):
@@ -122,10 +124,12 @@ def test_summary_never_shows_patient_identifiers(load_case, isolated_case):
     assert "LUNG1-001" in text and "SIEMENS" in text and "GTV-1" in text
 
 
-def test_default_roi_prefers_gtv1():
-    assert cases.default_roi(["Patient", "GTV-2", "GTV-1"]) == "GTV-1"
-    assert cases.default_roi(["Lung L", "gtv_primary"]) == "gtv_primary"
-    assert cases.default_roi(["Lung L"]) is None
+def test_default_roi_prefers_gtv1(load_case):
+    from lungseg.case import default_roi
+
+    ct, _ = load_case("LUNG1-003")
+    assert {"GTV-1", "GTV-2", "GTV-3"} <= set(ct.roi_names())
+    assert default_roi(ct) == "GTV-1"
 
 
 def test_rendering_helpers():

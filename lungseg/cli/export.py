@@ -3,8 +3,12 @@
     python -m lungseg export INPUT --mask MASK.nii.gz --format nifti|nrrd|seg|rtstruct --out PATH
                              [--name GTV-auto] [--source automatic|manual] [--ct-out DIR] [--series UID]
     python -m lungseg export --db DB --case ID [--study NAME] --format ... --out PATH [--ct-out DIR]
+    python -m lungseg export INPUT --db DB --accepted [--roi NAME] --format ... --out PATH [--contour automatic|manual]
 
-With ``--db`` the mask is the accepted contour of the case (its latest clinical review), recomputed
+With ``INPUT --db DB --accepted`` the contour(s) accepted in the latest review of that case (``review``, or
+the viewer) are written: SEG and RTSTRUCT hold every accepted contour, NIfTI/NRRD one.
+
+With ``--db --case`` the mask is the accepted contour of the case (its latest clinical review), recomputed
 from the case's source recorded in the study database; ``--source`` then follows the review.
 
 MASK is a label image on the input's grid (any voxel > 0 is inside), read with
@@ -64,10 +68,44 @@ def _accepted_from_db(args: argparse.Namespace):
     return mat.loaded, mat.mask(rev["accepted_source"]), rev["accepted_source"]
 
 
+def _export_accepted(args: argparse.Namespace) -> int:
+    from lungseg import review
+    from lungseg.case import open_case
+    from lungseg.cli.common import case_source
+    from lungseg.study import StudyStore
+
+    t0 = time.perf_counter()
+    case = open_case(case_source(args))
+    with StudyStore(args.db) as store:
+        latest = review.latest(store, case)
+    if latest is None:
+        raise InputError(f"{case.label}: no review of this case in {args.db} (review it first)")
+    paths = review.export_accepted(case, latest, args.format, args.out, contour=args.contour, ct_out=args.ct_out,
+                                   description=args.description)
+    names = ", ".join(review.accepted_masks(case, latest))
+    print(f"{case.label}: wrote {args.format} {', '.join(map(str, paths))} ({names}; reviewed by {latest.reviewer} "
+          f"at {latest.decided_at}) in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _ct_of(args: argparse.Namespace):
+    """The CT of INPUT through the case cache (only its first stage: no lungs, no model)."""
+    from lungseg.case import open_case_progressively, with_dicom_headers
+    from lungseg.cli.common import case_source
+
+    stages = open_case_progressively(case_source(args, default_manual=False))
+    case = next(stages)
+    stages.close()
+    return with_dicom_headers(case.ct)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lungseg.export import export_mask, with_dicom_series
-    from lungseg.imaging.io import load_ct
 
+    if args.accepted:
+        if not (args.db and args.input):
+            raise InputError("--accepted needs INPUT and --db DB")
+        return _export_accepted(args)
     t0 = time.perf_counter()
     if getattr(args, "db", None):
         if not args.case:
@@ -76,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if not args.input:
             raise InputError("give the CT to export onto")
-        loaded = load_ct(args.input, series_uid=args.series)
+        loaded = _ct_of(args)
         mask = _mask_from_args(args, loaded)
     if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
         loaded = with_dicom_series(loaded, args.ct_out)
@@ -94,7 +132,14 @@ def register(sub) -> None:
     p.add_argument("input", nargs="?", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file "
                    "(not with --db: the study records the case's CT)")
     p.add_argument("--mask", help="label image on the input's grid (voxels > 0 are inside)")
-    p.add_argument("--db", help="study database: export the accepted contour of --case (latest review)")
+    p.add_argument("--db", help="database: with --accepted, the reviews of INPUT; with --case, a study's case")
+    p.add_argument("--accepted", action="store_true", help="export what the latest review of INPUT accepted")
+    p.add_argument("--roi", help="with --accepted: the manual contour's ROI (default GTV-1, else the first GTV*)")
+    p.add_argument("--manual", help="with --accepted: the manual contour file, as given to review")
+    p.add_argument("--automatic", help="with --accepted: the automatic contour file, as given to review")
+    p.add_argument("--automatic-roi", help="with --accepted: ROI/segment of --automatic")
+    p.add_argument("--model", help="with --accepted: the model weights, as given to review")
+    p.add_argument("--contour", choices=("automatic", "manual"), help="with --accepted: only this accepted contour")
     p.add_argument("--case", help="with --db: the case id")
     p.add_argument("--study", help="with --db: the study name when the case is in several")
     p.add_argument("--format", required=True, choices=("nifti", "nrrd", "seg", "rtstruct"))
