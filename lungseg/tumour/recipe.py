@@ -126,7 +126,7 @@ def main(argv=None):
     ap.add_argument("--hosts", nargs="+", default=["LUNG1-001", "LUNG1-002", "LUNG1-003"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=70)
-    ap.add_argument("--positives-per-epoch", type=int, default=240)
+    ap.add_argument("--positives-per-epoch", type=int, default=100)
     ap.add_argument("--copies", type=int, default=RecipeParams.copies_per_host)
     ap.add_argument("--nodules", type=int, default=RecipeParams.nodules_per_copy)
     ap.add_argument("--in-plane-mm", type=float, default=RecipeParams.in_plane_mm)
