@@ -172,25 +172,34 @@ class TumourPredictor:
                           n / max(t2 - t1, 1e-9))
 
 
-def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5) -> tuple[np.ndarray, list[dict]]:
-    """Label image of the thresholded 3D components (26-connected) and one feature row per label."""
+def _candidates_in_box(probability, region, voxel_ml, threshold):
+    """(box, labels inside the box, rows) of the thresholded 3D components (26-connected)."""
     mask = probability >= threshold
-    labels = np.zeros(mask.shape, np.int32)
     if not mask.any():
-        return labels, []
+        return None, None, []
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
     sub, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    labels[box] = sub
     idx = np.arange(1, n + 1)
     sizes = np.bincount(sub.ravel(), minlength=n + 1)
     inside = np.bincount(sub[region[box]].ravel(), minlength=n + 1)
-    peaks = ndi.maximum(probability[box], sub, idx) if n else []
-    means = ndi.mean(probability[box], sub, idx) if n else []
+    prob = probability[box]
+    peaks = ndi.maximum(prob, sub, idx)
+    means = ndi.mean(prob, sub, idx)
     rows = []
     for i, sl in enumerate(ndi.find_objects(sub), start=1):
         rows.append({"label": i, "volume_ml": float(sizes[i] * voxel_ml), "inside_region": float(inside[i] / sizes[i]),
                      "peak_probability": float(peaks[i - 1]), "mean_probability": float(means[i - 1]),
                      "slices": int(sl[0].stop - sl[0].start)})
+    return box, sub, rows
+
+
+def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5) -> tuple[np.ndarray, list[dict]]:
+    """Label image of the thresholded 3D components (26-connected) and one feature row per label
+    (volume, share inside the lung region, peak and mean probability, axial extent in slices)."""
+    labels = np.zeros(probability.shape, np.int32)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, threshold)
+    if box is not None:
+        labels[box] = sub
     return labels, rows
 
 
@@ -207,13 +216,14 @@ def kept_labels(rows: list[dict], post: PostProcess = PostProcess()) -> list[int
 def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
     """Threshold, then drop components under ``min_volume_ml``, mostly outside the lung region, or
     rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
-    labels, rows = candidates(probability, region, voxel_ml, post.threshold)
+    out = np.zeros(probability.shape, bool)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold)
     keep = kept_labels(rows, post)
-    if not keep:
-        return np.zeros(probability.shape, bool)
-    lut = np.zeros(len(rows) + 1, bool)
-    lut[keep] = True
-    return lut[labels]
+    if keep:
+        lut = np.zeros(len(rows) + 1, bool)
+        lut[keep] = True
+        out[box] = lut[sub]
+    return out
 
 
 _default: TumourPredictor | None = None
