@@ -208,7 +208,7 @@ def main():
     torch.set_num_threads(1)
     data = shared_data()
     t0 = time.perf_counter()
-    val_crops = lidc_crops(data / "lidc-nodules", "validation", load_ct(data / "LUNG1-001.zip").volume.spacing_zyx)
+    val_crops = None
     folds, models = [], {}
     for held in args.folds:
         out_dir = Path(args.runs) / f"loo-{held}"
@@ -223,6 +223,8 @@ def main():
             fold = pickle.loads(cached.read_bytes())
         else:
             print(f"fold {held}: evaluating {model}", flush=True)
+            if val_crops is None:
+                val_crops = lidc_crops(data / "lidc-nodules", "validation", load_ct(data / "LUNG1-001.zip").volume.spacing_zyx)
             fold = run_fold(model, held, data, val_crops, nodule_limit=args.nodule_limit)
             fold["held_out"] = held
             fold["totalseg"] = totalseg_rows(model, data)
