@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from lungseg import review
 from lungseg.errors import LungsegError
+from lungseg.study.cases import contour_slices
 
 from . import gate
 
@@ -50,14 +51,6 @@ def slice_image(hu2d: np.ndarray, mask2d: np.ndarray | None, rgb, spacing_yx, wi
     return pil.resize((max(1, round(w_mm * scale)), max(1, round(h_mm * scale))), Image.BILINEAR)
 
 
-def _contour_slices(case) -> list[int]:
-    both = np.zeros(case.volume.shape[0], bool)
-    for c in (case.automatic, case.manual):
-        if c is not None:
-            both |= c.mask.reshape(c.mask.shape[0], -1).any(axis=1)
-    return [int(k) for k in np.flatnonzero(both)]
-
-
 def _lesion_table(case) -> list[dict]:
     return [{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
              "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
@@ -80,7 +73,7 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         st.info(f"Latest decision by **{latest.reviewer}** at {latest.decided_at}: " + "; ".join(parts)
                 + (f" — “{latest.comment}”" if latest.comment else ""), icon=None)
 
-    slices = _contour_slices(case)
+    slices = contour_slices(case)
     if not slices:
         st.caption("Neither contour has any voxel: nothing to compare.")
     else:

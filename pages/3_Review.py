@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study.cases import study_case_source
+from lungseg.study.cases import check_model_version, study_case_source
 from lungseg_app import auth, review_panel, state, study_ui
 
 st.set_page_config(page_title="Clinical review", layout="wide")
@@ -19,6 +19,7 @@ case_id = st.selectbox("Case", [r["case_id"] for r in rows], key="review_case")
 meta = next(r["metadata"] for r in rows if r["case_id"] == case_id)
 try:
     source = study_case_source(meta)
+    check_model_version(source, meta, state.predictor_and_note()[0])
 except LungsegError as exc:
     st.error(f"case {case_id}: {exc}")
     st.stop()

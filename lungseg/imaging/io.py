@@ -222,8 +222,12 @@ def _is_dicom_file(p: Path) -> bool:
         return False
 
 
-def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
-    """Headers of every DICOM file under ``folder`` (recursively) and notes on skipped files."""
+def scan_dicom_folder(folder: Path, pixels: bool = False) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
+    """Headers of every DICOM file under ``folder`` (recursively) and notes on skipped files.
+
+    With ``pixels`` each file's pixel data is read in the same pass (reading it costs less than
+    opening and parsing the file a second time); :func:`_load_dicom_folder` drops it once used.
+    """
     found: list[tuple[Path, pydicom.Dataset]] = []
     skipped: list[str] = []
     for root, dirs, files in os.walk(folder):
@@ -233,7 +237,7 @@ def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]],
                 continue
             p = Path(root) / name
             try:
-                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                ds = pydicom.dcmread(p, stop_before_pixels=not pixels)
             except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 skipped.append(f"{p.name}: {type(exc).__name__}")
                 continue
@@ -245,7 +249,7 @@ def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]],
 
 
 def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> LoadedCT:
-    found, skipped = scan_dicom_folder(folder)
+    found, skipped = scan_dicom_folder(folder, pixels=True)
     if not found:
         raise InputError(f"{label}: no DICOM files found" + (f" ({len(skipped)} unreadable files)" if skipped else ""))
 
@@ -287,10 +291,10 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
 
     source, geometry_notes = _sorted_ct_slices(items, label)
     warnings += geometry_notes
-    image = _read_series_pixels(source, label)
-    hu = sitk.GetArrayFromImage(image)
-    image_hu = _hu_image(hu, image)
-    volume = to_canonical(image_hu)
+    volume, source_grid = _series_volume(source, label)
+    for _, ds in found:  # pixel data of the other files was only read along; free it
+        if "PixelData" in ds:
+            del ds.PixelData
 
     first = source.headers[0]
     info = {
@@ -304,7 +308,7 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
         "series_description": str(first.get("SeriesDescription", "")),
         "n_slices": len(source.files),
     }
-    loaded = LoadedCT(volume, Grid.of(image_hu), label, info, source, others, warnings=warnings)
+    loaded = LoadedCT(volume, source_grid, label, info, source, others, warnings=warnings)
     loaded.info.update(_geometry_info(loaded))
 
     for p, ds in found:
@@ -440,6 +444,71 @@ def _sorted_ct_slices(items: list[tuple[Path, pydicom.Dataset]], label: str) -> 
     # geometry computed here, not taken from the reader, so it follows the validated order
     source.geometry = (row_dir, col_dir, normal, ipp[0], step, [float(v) for v in first.PixelSpacing])
     return source, notes
+
+
+UNCOMPRESSED_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _series_volume(source: DicomSource, label: str) -> tuple[Volume, Grid]:
+    """The series as a canonical int16 HU volume and the grid it is stored on.
+
+    The common case (uncompressed 16-bit slices already in LPS order: rows along +x, columns
+    along +y, slices along +z) is assembled straight from the pixel data read with the headers;
+    anything else goes through SimpleITK's reader and reorientation.
+    """
+    row_dir, col_dir, normal, origin, step, ps = source.geometry
+    direction = np.stack([row_dir, col_dir, normal], axis=1)
+    spacing = (float(ps[1]), float(ps[0]), float(step))
+    origin = tuple(float(v) for v in origin)
+    hu = None
+    if np.allclose(direction, np.eye(3), atol=1e-3):
+        hu = _hu_from_pixel_data(source.headers)
+    if hu is None:
+        image = _read_series_pixels(source, label)
+        volume = to_canonical(_hu_image(sitk.GetArrayFromImage(image), image))
+    else:
+        volume = Volume(hu, spacing, origin)
+    first = source.headers[0]
+    grid = Grid((int(first.Columns), int(first.Rows), len(source.files)), spacing, origin,
+                tuple(float(v) for v in direction.ravel()))
+    return volume, grid
+
+
+def _hu_from_pixel_data(headers: list[pydicom.Dataset]) -> np.ndarray | None:
+    """int16 HU ``[slice, row, column]`` from uncompressed 16-bit pixel data, or None (other formats).
+
+    The same values as SimpleITK's float reading followed by :func:`_hu_image`: each slice's
+    rescale applied, rounded, and clipped to [−1024, 32767].
+    """
+    first = headers[0]
+    syntax = str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax not in UNCOMPRESSED_LITTLE_ENDIAN:
+        return None
+    rows, cols = int(first.Rows), int(first.Columns)
+    for ds in headers:
+        if ("PixelData" not in ds or int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1
+                or len(ds.PixelData) < 2 * rows * cols):
+            return None
+    hu = np.empty((len(headers), rows, cols), np.int16)
+    for k, ds in enumerate(headers):
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        raw = np.frombuffer(ds.PixelData, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(rows, cols)
+        stored = int(ds.get("BitsStored", 16) or 16)
+        if stored < 16:
+            shift = 16 - stored
+            if signed:  # sign-extend from the stored bits
+                raw = (raw << shift) >> shift
+            else:
+                raw = raw & ((1 << stored) - 1)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        if slope == 1.0 and intercept == int(intercept):
+            value = raw.astype(np.int32) + int(intercept)
+        else:
+            value = np.rint(raw * slope + intercept)
+        np.clip(value, -1024, 32767, out=hu[k], casting="unsafe")
+        del ds.PixelData  # the headers are kept (for exports); their pixels are in the volume now
+    return hu
 
 
 def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:
@@ -653,15 +722,30 @@ def fill_polygons_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -
     return (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
 
 
+SEG_FRACTIONAL_THRESHOLD = 0.5  # a FRACTIONAL SEG voxel is inside from this value (after rescaling to 0..1)
+
+
 def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: str | int | None = None) -> np.ndarray:
-    """A DICOM SEG segment (by label or number; default: all segments) as a mask on the CT's grid."""
+    """A DICOM SEG segment (by label or number; default: all segments) as a mask on the CT's grid.
+
+    Read with highdicom: BINARY and LABELMAP voxels are inside when set; FRACTIONAL voxels
+    (probability or occupancy, rescaled by the Maximum Fractional Value) when at least
+    :data:`SEG_FRACTIONAL_THRESHOLD`.  Frames are placed by their position in the frame of
+    reference, so a SEG made on the same scan in any slice order or with empty frames omitted fits.
+    """
+    import highdicom as hd
+
     ds = seg if isinstance(seg, pydicom.Dataset) else _read_dicom(Path(seg), "SEG", pixels=True)
     if str(ds.get("Modality", "")) != "SEG":
         raise ContourError(f"not a DICOM SEG (modality {ds.get('Modality', '?')})")
     for_uid = str(ds.get("FrameOfReferenceUID", ""))
     if ct.dicom is not None and for_uid and ct.dicom.frame_of_reference_uid and for_uid != ct.dicom.frame_of_reference_uid:
         raise ContourError("the SEG references another frame of reference than this CT (another series or scan)")
-    labels = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in ds.SegmentSequence}
+    try:
+        hseg = hd.seg.Segmentation.from_dataset(ds, copy=isinstance(seg, pydicom.Dataset))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ContourError(f"not a readable DICOM SEG ({_first_line(exc)})") from None
+    labels = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in hseg.SegmentSequence}
     if segment is None:
         numbers = set(labels)
     elif isinstance(segment, int) or str(segment).isdigit():
@@ -670,45 +754,51 @@ def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: st
         numbers = {n for n, name in labels.items() if name in match_roi(list(labels.values()), str(segment))}
     if not numbers:
         raise ContourError(f"segment {segment!r} not found; the SEG holds: {', '.join(labels.values())}")
-
-    frames = ds.pixel_array
-    if frames.ndim == 2:
-        frames = frames[None]
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
-    ps = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
-    row_dir, col_dir = iop[:3], iop[3:]
-    vol = ct.volume
-    mask = np.zeros(vol.shape, dtype=bool)
-    rows_n, cols_n = frames.shape[1:]
-    rr, cc = np.mgrid[0:rows_n, 0:cols_n]
-    placed = 0
-    for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        ident = fg.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
-        if not ident:
-            raise ContourError("the SEG does not say which segment a frame belongs to")
-        number = int(ident[0].ReferencedSegmentNumber)
-        if number not in numbers:
-            continue
-        frame = frames[i] > 0
-        if not frame.any():
-            placed += 1
-            continue
-        pos = np.array([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
-        sel = frame
-        pts = pos + np.outer(cc[sel] * ps[1], row_dir) + np.outer(rr[sel] * ps[0], col_dir)
-        idx = vol.physical_to_index(pts)
-        ridx = np.rint(idx)
-        if np.abs(idx - ridx).max() > 0.1:
-            raise ContourError("the SEG's pixel grid does not match the CT's grid; resample it onto the CT first")
-        ridx = ridx.astype(int)
-        inside = np.all((ridx >= 0) & (ridx < np.array(vol.shape)), axis=1)
-        if not inside.all():
-            raise ContourError("the SEG extends outside the CT volume (another scan?)")
-        mask[ridx[:, 0], ridx[:, 1], ridx[:, 2]] = True
-        placed += 1
-    if placed == 0:
+    if not numbers & _seg_frame_segments(hseg):
         raise ContourError(f"segment {segment!r} has no frames")
+    try:
+        volume = hseg.get_volume(segment_numbers=sorted(numbers), combine_segments=False, rescale_fractional=True)
+    except (ValueError, RuntimeError, AttributeError, KeyError, IndexError) as exc:
+        raise ContourError(f"the SEG's frames do not form a volume ({_first_line(exc)})") from None
+    if volume is None:
+        raise ContourError("the SEG's frames do not form a regularly spaced volume")
+    inside = _seg_inside(hseg, np.asarray(volume.array))
+    return _place_seg_voxels(np.argwhere(inside.any(axis=-1)), volume.affine, ct.volume)
+
+
+def _seg_frame_segments(hseg) -> set[int]:
+    """The segment numbers that have at least one frame (a LABELMAP SEG's frames hold every segment)."""
+    if "SegmentIdentificationSequence" in hseg.SharedFunctionalGroupsSequence[0]:
+        return {int(hseg.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence[0].ReferencedSegmentNumber)}
+    if str(hseg.get("SegmentationType", "")) == "LABELMAP":
+        return {int(s.SegmentNumber) for s in hseg.SegmentSequence}
+    return {int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for fg in hseg.PerFrameFunctionalGroupsSequence if "SegmentIdentificationSequence" in fg}
+
+
+def _seg_inside(hseg, values: np.ndarray) -> np.ndarray:
+    """Inside voxels of highdicom's per-segment volume (slices, rows, columns, segments)."""
+    import highdicom as hd
+
+    if hseg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL:
+        return values >= SEG_FRACTIONAL_THRESHOLD
+    return values > 0
+
+
+def _place_seg_voxels(sij: np.ndarray, affine: np.ndarray, vol: Volume) -> np.ndarray:
+    """SEG voxel indices (slice, row, column) → a mask on the CT's canonical grid, via patient space."""
+    mask = np.zeros(vol.shape, dtype=bool)
+    if len(sij) == 0:
+        return mask
+    pts = sij @ affine[:3, :3].T + affine[:3, 3]  # LPS mm
+    idx = vol.physical_to_index(pts)
+    ridx = np.rint(idx)
+    if np.abs(idx - ridx).max() > 0.1:
+        raise ContourError("the SEG's pixel grid does not match the CT's grid; resample it onto the CT first")
+    ridx = ridx.astype(int)
+    if not np.all((ridx >= 0) & (ridx < np.array(vol.shape))):
+        raise ContourError("the SEG extends outside the CT volume (another scan?)")
+    mask[ridx[:, 0], ridx[:, 1], ridx[:, 2]] = True
     return mask
 
 
