@@ -79,7 +79,7 @@ def download(page, fmt: str, dest: Path) -> Path:
     page.get_by_role("button", name="Prepare export").click()
     settle(page)
     with page.expect_download(timeout=120_000) as info:
-        page.get_by_role("button", name=re.compile(r"^Download ")).click()
+        page.locator('[data-testid="stDownloadButton"] button').click()
     out = dest / info.value.suggested_filename
     info.value.save_as(out)
     return out

@@ -44,12 +44,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "admin": ("lungseg.cli.study", "admin accounts"),
     "db": ("lungseg.cli.study", "database maintenance"),
     "export": ("lungseg.cli.export", "write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT"),
+    "pacs": ("lungseg.cli.pacs", "find series on a PACS (DICOMweb)"),
+    "batch": ("lungseg.cli.batch", "run a cohort (files, folders, PACS series) on Dask; resumable"),
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lungs", help=COMMANDS["lungs"][1])
-    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL, or 'demo'")
     p.add_argument("--out", required=True, help="tight lungs mask (uint8, on the input's grid)")
     p.add_argument("--region-out", help="lung region mask (mirrored and dilated)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
