@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +66,35 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class CandidateFilter:
+    """False-positive reduction: rules on each candidate lesion (a thresholded 3D component).
+
+    Calibrated per model (leave-one-patient-out, ``benchmarks/loo.py``) and shipped in its meta
+    as ``candidate_filter``; a candidate is kept only if it meets every rule.
+    """
+
+    min_peak_probability: float = 0.5  # the highest U-Net probability inside the candidate
+    min_volume_ml: float = 0.0
+    min_slices: int = 1  # axial extent: one-slice responses are mostly vessels seen end-on
+
+    def keeps(self, candidate: dict) -> bool:
+        return (candidate["peak_probability"] >= self.min_peak_probability and candidate["volume_ml"] >= self.min_volume_ml
+                and candidate["slices"] >= self.min_slices)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "CandidateFilter | None":
+        values = meta.get("candidate_filter")
+        return cls(**values) if values else None
+
+
+@dataclass(frozen=True)
 class PostProcess:
     threshold: float = 0.5
     min_volume_ml: float = 0.1  # smaller components are noise
     min_inside_region: float = 0.5  # a component mostly outside the lung region is dropped
     keep_largest: bool = False  # the paper kept only the largest lesion; default keeps all
+    # "model": the filter calibrated for the loaded model (its meta; none if it has none); None: off
+    candidate_filter: CandidateFilter | str | None = "model"
 
 
 def _fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -130,6 +154,7 @@ class TumourPredictor:
         self.version = f"{path.stem}-{self.meta.get('version', 'dev')}"
         self.batch_size = batch_size
         self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
+        self.candidate_filter = CandidateFilter.from_meta(self.meta)
 
     def tumour_probability(self, stack: SliceStack) -> np.ndarray:
         """Sigmoid output on the model grid, [n, h, w] float32."""
@@ -187,6 +212,8 @@ class TumourPredictor:
                         np.arange(stack.box[1].start, stack.box[1].stop)[None, None, :]] = back[:, :h, :w]
         else:
             t2 = t1
+        if post.candidate_filter == "model":
+            post = replace(post, candidate_filter=self.candidate_filter)
         mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post)
         t3 = time.perf_counter()
         n = len(stack.slices)
@@ -194,23 +221,57 @@ class TumourPredictor:
                           n / max(t2 - t1, 1e-9))
 
 
-def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
-    """Threshold, then drop components under ``min_volume_ml`` or mostly outside the lung region."""
-    mask = probability >= post.threshold
-    out = np.zeros_like(mask)
+def _candidates_in_box(probability, region, voxel_ml, threshold):
+    """(box, labels inside the box, rows) of the thresholded 3D components (26-connected)."""
+    mask = probability >= threshold
     if not mask.any():
-        return out
+        return None, None, []
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
-    labels, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels[region[box]].ravel(), minlength=n + 1)
-    keep = (sizes * voxel_ml >= post.min_volume_ml) & (inside >= post.min_inside_region * sizes)
-    keep[0] = False
-    if post.keep_largest and keep.any():
-        best = int(np.argmax(np.where(keep, sizes, 0)))
-        keep[:] = False
-        keep[best] = True
-    out[box] = keep[labels]
+    sub, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
+    idx = np.arange(1, n + 1)
+    sizes = np.bincount(sub.ravel(), minlength=n + 1)
+    inside = np.bincount(sub[region[box]].ravel(), minlength=n + 1)
+    prob = probability[box]
+    peaks = ndi.maximum(prob, sub, idx)
+    means = ndi.mean(prob, sub, idx)
+    rows = []
+    for i, sl in enumerate(ndi.find_objects(sub), start=1):
+        rows.append({"label": i, "volume_ml": float(sizes[i] * voxel_ml), "inside_region": float(inside[i] / sizes[i]),
+                     "peak_probability": float(peaks[i - 1]), "mean_probability": float(means[i - 1]),
+                     "slices": int(sl[0].stop - sl[0].start)})
+    return box, sub, rows
+
+
+def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5) -> tuple[np.ndarray, list[dict]]:
+    """Label image of the thresholded 3D components (26-connected) and one feature row per label
+    (volume, share inside the lung region, peak and mean probability, axial extent in slices)."""
+    labels = np.zeros(probability.shape, np.int32)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, threshold)
+    if box is not None:
+        labels[box] = sub
+    return labels, rows
+
+
+def kept_labels(rows: list[dict], post: PostProcess = PostProcess()) -> list[int]:
+    """The candidates that survive the size, region and false-positive rules of ``post``."""
+    fp = post.candidate_filter if isinstance(post.candidate_filter, CandidateFilter) else None
+    keep = [r for r in rows if r["volume_ml"] >= post.min_volume_ml and r["inside_region"] >= post.min_inside_region
+            and (fp is None or fp.keeps(r))]
+    if post.keep_largest and keep:
+        keep = [max(keep, key=lambda r: r["volume_ml"])]
+    return [r["label"] for r in keep]
+
+
+def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
+    """Threshold, then drop components under ``min_volume_ml``, mostly outside the lung region, or
+    rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
+    out = np.zeros(probability.shape, bool)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold)
+    keep = kept_labels(rows, post)
+    if keep:
+        lut = np.zeros(len(rows) + 1, bool)
+        lut[keep] = True
+        out[box] = lut[sub]
     return out
 
 
