@@ -24,6 +24,7 @@ def choose(page, widget, option: str):
     page.keyboard.type(option)
     expect(page.get_by_role("option", name=option, exact=True)).to_be_visible()
     page.keyboard.press("Enter")
+    page.keyboard.press("Escape")  # a multiselect keeps its menu open, and the menu hides the page from role queries
     settle(page)
 
 
@@ -107,6 +108,7 @@ def test_accept_lesion_export_seg_and_rtstruct_and_reopen(browser, server, data_
     assert re.search(r"automatic lesion\(s\) 1: accepted", body) and "manual (GTV-1): rejected" in body
     seg_path = download(page, "DICOM SEG", tmp_path)
     rt_path = download(page, "RTSTRUCT", tmp_path)
+    assert seg_path.name.endswith("-seg.dcm") and rt_path.name.endswith("-rtstruct.dcm")
 
     # what the app accepted: automatic lesion 1 of the same case, from the app's own cache
     from lungseg.case import CaseSource, ManualSource
