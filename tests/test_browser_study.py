@@ -7,7 +7,7 @@ import pytest
 
 from lungseg.study import DesignParams, StudyStore, authenticate_rater, set_admin_password
 from lungseg.study_material import AUTO_PERTURBED, DEMO_SOURCE, case_spec
-from lungseg_app.serve import app_server, launch_chromium
+from browser_harness import app_server, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

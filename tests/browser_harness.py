@@ -1,4 +1,5 @@
-"""Start the app as a real ``streamlit run`` server and a headless Chromium (for browser tests and benchmarks)."""
+"""Test and benchmark harness (not shipped in the app): a real ``streamlit run`` server on a free port,
+headless Chromium, and the in-page latency probe."""
 
 from __future__ import annotations
 
@@ -72,8 +73,3 @@ def rss_mb(pid: int) -> float:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-
-
-def viewer_frame(page):
-    """The viewer component's frame (the iframe holding the slice stack)."""
-    return page.frame_locator("iframe[title], iframe").last
