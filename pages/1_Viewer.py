@@ -112,7 +112,7 @@ with st.expander("Open another case", expanded=state.current() is None and job i
     left, right = st.columns([3, 1])
     if entries:
         pick = left.selectbox("Case from the data folder", [p.name for p in entries], key="viewer_pick")
-        if right.button("Open", key="viewer_open"):
+        if right.button("Open this case", key="viewer_open"):
             start_job(str(cases.data_root() / pick))
             st.rerun()
     else:
