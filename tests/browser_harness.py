@@ -73,3 +73,18 @@ def rss_mb(pid: int) -> float:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+# In-page probe, injected by benchmarks only: for each key press (or click / input), the time from the
+# event to the frame after the handler's drawing (rAF, then a message after that frame's paint).
+LATENCY_PROBE = """() => {
+  window.__probe = [];
+  const after = (t0, what) => requestAnimationFrame(() => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => window.__probe.push({what, ms: performance.now() - t0,
+      slice: document.getElementById('axial').dataset.slice});
+    ch.port2.postMessage(0);
+  });
+  for (const type of ['keydown', 'click', 'input', 'pointermove'])
+    document.addEventListener(type, (e) => after(e.timeStamp, type), true);
+}"""

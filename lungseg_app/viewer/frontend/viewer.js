@@ -33,6 +33,7 @@ function newCase(args) {
   S.layers = new Map(); S.lesionsJson = ""; S.gotoToken = null; S.click = null; S.hover = null; S.sentSlice = null;
   S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
   S.zoom = 1; S.panX = 0; S.panY = 0; S.reformDirty = true;
+  axial.dataset.geometry = [nx, ny, S.g.spacing[0], S.g.spacing[1], nz].join(",");
   src.width = nx; src.height = ny; img = srcCtx.createImageData(nx, ny); img32 = new Uint32Array(img.data.buffer);
   document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = "";
   $("label").textContent = args.label;
