@@ -139,6 +139,10 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     expect(page.get_by_text(re.compile(r"Clicked point: \("))).to_be_visible(timeout=30_000)
     assert "websocket message" in traffic["sent"]
     traffic["on"] = False
+    # the served case folders are not listed and a made-up token finds nothing
+    files = server + "/component/lungseg_app.viewer.component.lungseg_viewer_files/"
+    assert page.request.get(files).status == 404
+    assert page.request.get(files + "0" * 32 + "/ct-000.gz").status == 404
     DOCS.mkdir(exist_ok=True)
     f.get_by_label("show lung region").check()
     f.get_by_role("button", name="Lung").click()
