@@ -112,6 +112,19 @@ def test_viewer_opens_a_case_progressively_from_its_own_picker(_app_env):
     at.run()  # the finished job becomes the app's current case
     assert not at.exception and at.session_state["case"].label == "small"
     assert "viewer_job" not in at.session_state
+    # another case opened mid-way replaces the first; leaving the page meanwhile is harmless
+    at.selectbox(key="viewer_pick").select("broken.nii.gz")
+    at.button(key="viewer_open").click().run()
+    first = at.session_state["viewer_job"]
+    at.button(key="viewer_open_demo").click().run()
+    second = at.session_state["viewer_job"]
+    assert second is not first
+    at.switch_page(str(REPO / "app.py")).run()
+    second._thread.join(120)
+    first._thread.join(120)
+    assert first.snapshot().error  # unreadable file: a one-line error, never the app's case
+    at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
+    assert not at.exception and at.session_state["case"].label == "demo-phantom"
 
 
 def test_viewer_without_case_points_home():

@@ -69,3 +69,15 @@ def test_slab_holding_the_start_slice_is_written_first():
 
 def test_float_ct_is_rounded_to_int16():
     assert blobs.as_int16(np.array([-1000.4, 20.6, 1e6])).tolist() == [-1000, 21, 32767]
+
+
+def test_frontend_files_are_versioned_and_offline():
+    from lungseg_app.viewer.component import FRONTEND, VERSION
+
+    html = (FRONTEND / "index.html").read_text()
+    js = (FRONTEND / "viewer.js").read_text()
+    assert f"viewer.js?v={VERSION}" in html and f"viewer.css?v={VERSION}" in html
+    assert f'"./streamlit.js?v={VERSION}"' in js
+    for text in (html, js, (FRONTEND / "streamlit.js").read_text()):
+        assert "http://" not in text and "https://" not in text  # nothing from a CDN
+        assert "__lat" not in text  # no test hooks in the product

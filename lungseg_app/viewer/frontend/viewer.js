@@ -1,7 +1,7 @@
 // lungseg viewer: axial slice with overlays, coronal and sagittal reformats, all drawn from one int16
 // volume fetched once per case.  Window/level, opacity, layers, zoom, pan and stepping never reach the
 // server; a click (point in mm + HU) and the settled slice are sent back to Python.
-import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js";
+import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=2";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] };
 const $ = (id) => document.getElementById(id);
@@ -30,7 +30,7 @@ function newCase(args) {
   S.gen += 1; S.key = args.case; S.g = args.geometry;
   const { nx, ny, nz } = S.g;
   S.vol = new Int16Array(nx * ny * nz); S.ready = new Uint8Array(nz); S.nReady = 0; S.requested = new Set();
-  S.layers = new Map(); S.lesionsJson = ""; S.gotoToken = null; S.click = null; S.hover = null; S.sentSlice = null;
+  S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.gotoToken = null; S.click = null; S.hover = null; S.sentSlice = null;
   S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
   S.zoom = 1; S.panX = 0; S.panY = 0; S.reformDirty = true;
   axial.dataset.geometry = [nx, ny, S.g.spacing[0], S.g.spacing[1], nz].join(",");
@@ -208,7 +208,12 @@ function layout() {
   requestDraw();
 }
 
+let layerPanelKey = "";
 function renderLayerPanel() {
+  // rebuilt only when a layer appears, loads or fails: a rerun must not replace a slider being dragged
+  const key = JSON.stringify([...S.layers.values()].map((l) => [l.name, l.detail, l.file, !!l.bits, l.error]));
+  if (key === layerPanelKey) return;
+  layerPanelKey = key;
   const box = $("layers");
   box.textContent = "";
   for (const l of S.layers.values()) {
