@@ -16,11 +16,12 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from browser_harness import LATENCY_PROBE, app_server, launch_chromium, rss_mb  # noqa: E402
+from browser_harness import LATENCY_PROBE, app_server, expand_picker, launch_chromium, rss_mb  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 STEPS = 200
@@ -91,10 +92,7 @@ def wait_frame(page, cond: str, timeout_s: float = 600):
 def open_lung1(page, url) -> dict:
     """Open LUNG1-001 from the viewer's picker; seconds from the click to each milestone."""
     page.goto(url + "/Viewer")
-    expect(page.get_by_text("Open another case")).to_be_visible(timeout=120_000)
-    page.wait_for_timeout(300)
-    if not page.get_by_role("button", name="Open this case").is_visible():
-        page.get_by_text("Open another case").click()
+    expand_picker(page, "Open this case")
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
     page.get_by_role("option", name="LUNG1-001.zip").click()
     page.wait_for_timeout(500)
@@ -142,6 +140,18 @@ def latencies(page, f, meter):
     return steps, wl, op, before, after_steps, after_wl
 
 
+def job_alone(data: Path, tmp: str) -> str:
+    """The same opening stages in this process, no server or browser: the floor under today's load."""
+    os.environ.update({"LUNGSEG_APP_CACHE": f"{tmp}/alone-app", "LUNGSEG_CACHE": f"{tmp}/alone-io"})
+    from lungseg_app import cases  # noqa: PLC0415
+    from lungseg_app.viewer import opening  # noqa: PLC0415
+
+    job = opening.open_job(str(data / "LUNG1-001.zip"), cases.load_predictor()[0], "bench")
+    job._thread.join()
+    snap = job.snapshot()
+    return ", ".join(f"{k} {v:.2f}" for k, v in snap.timeline.items())
+
+
 def main() -> int:
     data = shared_data()
     if not (data / "LUNG1-001.zip").exists():
@@ -149,6 +159,7 @@ def main() -> int:
         return 1
     print(f"cores: {os.cpu_count()}; {load()}")
     with tempfile.TemporaryDirectory() as tmp:
+        print(f"opening stages alone (no server, no browser; seconds after start): {job_alone(data, tmp)}  [{load()}]")
         env = {"LUNGSEG_APP_CACHE": f"{tmp}/app", "LUNGSEG_CACHE": f"{tmp}/io", "LUNGSEG_DATA": str(data)}
         with sync_playwright() as p:
             browser = launch_chromium(p)

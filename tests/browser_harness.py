@@ -88,3 +88,12 @@ LATENCY_PROBE = """() => {
   for (const type of ['keydown', 'click', 'input', 'pointermove'])
     document.addEventListener(type, (e) => after(e.timeStamp, type), true);
 }"""
+
+
+def expand_picker(page, button: str) -> None:
+    """Open the viewer page's "Open another case" expander (unless it is open) until ``button`` shows."""
+    details = page.locator('[data-testid="stExpander"] details').filter(has_text="Open another case")
+    details.wait_for(timeout=120_000)
+    if details.get_attribute("open") is None:
+        page.get_by_text("Open another case").click()
+    page.get_by_role("button", name=button).wait_for(state="visible", timeout=30_000)

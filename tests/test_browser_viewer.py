@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_harness import app_server, launch_chromium
+from browser_harness import app_server, expand_picker, launch_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -67,10 +67,7 @@ def record_traffic(page) -> dict:
 
 
 def open_from_viewer(page, button: str, case: str | None = None):
-    expect(page.get_by_text("Open another case")).to_be_visible(timeout=60_000)
-    page.wait_for_timeout(300)
-    if not page.get_by_role("button", name=button).is_visible():
-        page.get_by_text("Open another case").click()
+    expand_picker(page, button)
     if case:
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
         page.get_by_role("option", name=case).click()
