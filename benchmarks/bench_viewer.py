@@ -22,7 +22,7 @@ from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
 from browser_harness import LATENCY_PROBE, app_server, expand_picker, launch_chromium, rss_mb  # noqa: E402
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 STEPS = 200
 VIEWER = 'iframe[title*="lungseg_viewer"]'
