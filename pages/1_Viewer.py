@@ -6,7 +6,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from lungseg_app import cases, state
 from lungseg_app.viewer import lesion_start_slice, opening, viewer_layers
 from lungseg_app.viewer.component import viewer
-from lungseg_app.viewer.publish import component_args
+from lungseg_app.viewer.publish import STATUS, component_args
 
 st.set_page_config(page_title="lungseg viewer", layout="wide", initial_sidebar_state="collapsed")
 st.markdown("<style>.block-container{padding-top:2.6rem;padding-left:2rem;padding-right:2rem}</style>",
@@ -57,19 +57,18 @@ if job is not None:
 polling = job is not None
 
 
-@st.fragment(run_every=0.3 if polling else None)
+# while a case opens the browser polls the job's status file; Python reruns when the browser says the
+# job has finished (and every few seconds as a safety net), not on every stage
+@st.fragment(run_every=5.0 if polling else None)
 def show() -> None:
     job = st.session_state.get("viewer_job")
     if job is not None:
         snap = job.snapshot()
         if snap.done:
             st.rerun()  # hand over to the finished case (and stop polling)
-        vc = snap.case
-        progress = {"text": snap.message, "fraction": snap.fraction, "done": False}
-        if vc is None:
-            st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"Opening {job.label}: {snap.message}")
-            return
-        start = vc.volume.shape[0] // 2
+        viewer({"case": job.folder.token, "folder": job.folder.token, "status": STATUS, "label": job.label},
+               progress={"text": snap.message, "fraction": snap.fraction, "done": False}, height=HEIGHT)
+        return
     else:
         case = state.current()
         if case is None:
@@ -78,12 +77,10 @@ def show() -> None:
             st.page_link("app.py", label="← Home")
             return
         vc = viewer_layers(case)
-        progress = {"text": "", "fraction": 1.0, "done": True}
-        start = lesion_start_slice(vc)
-    start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, start)
-    args = component_args(vc, start, wait=job is None)
-    value = viewer(args, start_slice=start, progress=progress, height=HEIGHT)
-    if value and value.get("case") == vc.key:
+    start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
+    args = component_args(vc, start, wait=True)
+    value = viewer(args, progress={"text": "", "fraction": 1.0, "done": True}, height=HEIGHT)
+    if value and value.get("case") == args["case"] and value.get("slice") is not None:
         st.session_state["viewer_slices"][vc.key] = int(value["slice"])
         click = value.get("click")
         if click and st.session_state.get("viewer_click_seq") != (vc.key, value["seq"]) and value["reason"] == "click":

@@ -25,8 +25,9 @@ def data_component_name() -> str:
     return components.declare_component("lungseg_viewer_files", path=str(blob_root())).name
 
 
-def viewer(args: dict, *, goto: dict | None = None, start_slice: int = 0, progress: dict | None = None,
-           height: int = 880, key: str = "lungseg_viewer"):
-    """Show the viewer; return its last value (None until the user clicks or steps)."""
-    return _viewer(**args, files=data_component_name(), goto=goto, start_slice=int(start_slice),
-                   progress=progress or {}, height=int(height), version=VERSION, key=key, default=None)
+def viewer(args: dict, *, progress: dict | None = None, height: int = 880, key: str = "lungseg_viewer"):
+    """Show the viewer; return its last value (None until the user clicks or steps).  ``args`` are
+    :func:`publish.component_args`, or ``{"case", "folder", "status", "label"}`` while a case opens
+    (the browser then polls the status file)."""
+    return _viewer(**args, files=data_component_name(), progress=progress or {}, height=int(height),
+                   version=VERSION, key=key, default=None)

@@ -49,7 +49,11 @@ class OpenJob:
     started: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self):
+        from . import publish  # noqa: PLC0415 - avoids an import cycle
+
         self._lock = threading.Lock()
+        self._status_lock = threading.RLock()
+        self.folder = publish.folder_for("source:" + _source_id(self.source))
         self._watchers: set[str] = set()
         self._cancel = threading.Event()
         self._message, self._fraction = "Queued", 0.0
@@ -87,6 +91,7 @@ class OpenJob:
     def _progress(self, message: str, fraction: float) -> None:
         with self._lock:
             self._message, self._fraction = message, float(fraction)
+        self.write_status()
 
     def _publish(self, stage: str, **changes) -> None:
         if self._cancel.is_set():
@@ -94,6 +99,24 @@ class OpenJob:
         with self._lock:
             self._vc = changes.pop("vc") if "vc" in changes else _replace(self._vc, **changes)
             self._timeline[stage] = time.perf_counter() - self.started
+        self.write_status()
+
+    def write_status(self) -> None:
+        """The browser's view of the job (``status.json`` in the case folder): what exists so far."""
+        from . import publish  # noqa: PLC0415
+
+        snap = self.snapshot()
+        with self._status_lock:
+            if snap.case is not None:
+                status = publish.component_args(snap.case, snap.case.volume.shape[0] // 2, folder=self.folder)
+            else:
+                status = {"case": self.folder.token, "label": self.label}
+            status["progress"] = {"text": snap.message, "fraction": snap.fraction, "done": snap.done}
+            status["done"], status["error"] = snap.done, snap.error
+            try:
+                publish.write_status(self.folder, status)
+            except OSError:
+                pass
 
     def _run(self) -> None:
         try:
@@ -109,6 +132,7 @@ class OpenJob:
         finally:
             with self._lock:
                 self._done = True
+            self.write_status()
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -131,7 +155,9 @@ class OpenJob:
             manual = {}
         key = content_hash(loaded)
         vol = loaded.volume
-        publish.start_ct(key, vol.array, vol.shape[0] // 2)  # the browser can start fetching at once
+        publish.alias(key, "source:" + _source_id(self.source))
+        # the browser can start fetching at once; each slab on disk updates the status file
+        publish.start_ct(self.folder, vol.array, vol.shape[0] // 2, on_slab=self.write_status)
         self._publish("ct", vc=ViewerCase(key=key, label=loaded.label, volume=vol,
                                           layers={"lung region": None, **({"automatic tumour": None} if self.predictor else {}),
                                                   "manual contour": None},
@@ -240,4 +266,5 @@ def open_job(source: str, predictor, who: str) -> OpenJob:
         _JOBS[rkey] = job
         while len(_JOBS) > MAX_JOBS:
             _JOBS.popitem(last=False)
+    job.write_status()
     return job.start()

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const axial = $("axial"), coronal = $("coronal"), sagittal = $("sagittal");
 const S = {
   key: null, gen: 0, abort: null, g: null, vol: null, ready: null, nReady: 0, requested: new Set(),
-  layers: new Map(), lesionsJson: "", gotoToken: null, base: null,
+  layers: new Map(), lesionsJson: "", base: null,
   z: 0, cx: 0, cy: 0, W: 1500, L: -600, zoom: 1, panX: 0, panY: 0, fill: false,
   hover: null, click: null, seq: 0, sentSlice: null, settleTimer: null, progress: {}, height: 880,
   lut: new Uint32Array(65536), lutKey: "", reformDirty: true, drawQueued: false,
@@ -30,12 +30,12 @@ function newCase(args) {
   S.gen += 1; S.key = args.case; S.g = args.geometry;
   const { nx, ny, nz } = S.g;
   S.vol = new Int16Array(nx * ny * nz); S.ready = new Uint8Array(nz); S.nReady = 0; S.requested = new Set();
-  S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.gotoToken = null; S.click = null; S.hover = null; S.sentSlice = null;
+  S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.click = null; S.hover = null; S.sentSlice = null;
   S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
   S.zoom = 1; S.panX = 0; S.panY = 0; S.reformDirty = true;
   axial.dataset.geometry = [nx, ny, S.g.spacing[0], S.g.spacing[1], nz].join(",");
   src.width = nx; src.height = ny; img = srcCtx.createImageData(nx, ny); img32 = new Uint32Array(img.data.buffer);
-  document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = "";
+  document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = ""; document.body.dataset.ct = "";
   $("label").textContent = args.label;
   layout();
 }
@@ -367,9 +367,40 @@ $("fill").onchange = (ev) => { S.fill = ev.target.checked; S.reformDirty = true;
 window.addEventListener("resize", layout);
 
 // ---------------------------------------------------------------- arguments from Python
-onRender((args) => {
-  if (!args.case || !args.geometry) return;
-  S.base = new URL(`../${args.files}/${args.folder}/`, window.location.href);
+// While a case opens, Python passes only the job's status file; the browser polls it (a small static
+// file) and applies it like arguments, then tells Python once the job has finished.
+const poll = { folder: null, timer: null, n: 0 };
+function stopPolling() { clearTimeout(poll.timer); poll.folder = null; }
+function pollStatus(args) {
+  if (poll.folder === args.folder) return;
+  stopPolling();
+  poll.folder = args.folder;
+  if (args.folder !== S.key) {  // another case is opening: nothing on screen belongs to it yet
+    const b = document.body.dataset; b.firstImage = ""; b.layers = ""; b.ct = ""; b.case = "";
+  }
+  const folder = args.folder, url = new URL(args.status, S.base), outer = args;
+  const tick = async () => {
+    if (poll.folder !== folder) return;
+    try {
+      const r = await fetch(url + "?n=" + (poll.n += 1), { cache: "no-store" });
+      if (r.ok && poll.folder === folder) {
+        const st = await r.json();
+        if (st.geometry) apply({ ...st, files: outer.files, height: outer.height });
+        else { $("label").textContent = st.label || ""; S.progress = st.progress || {}; showProgress(); }
+        if (st.done || st.error) {
+          if (st.error) $("ptext").textContent = st.error;
+          stopPolling(); S.seq += 1;
+          setComponentValue({ case: folder, reason: st.error ? "failed" : "opened", slice: null, seq: S.seq });
+          return;
+        }
+      }
+    } catch (e) { /* the next tick retries */ }
+    if (poll.folder === folder) poll.timer = setTimeout(tick, 250);
+  };
+  tick();
+}
+
+function apply(args) {
   if (args.height !== S.height) { S.height = args.height; if (S.g) layout(); }
   if (args.case !== S.key) newCase(args);
   setFrameHeight(S.height);
@@ -388,8 +419,15 @@ onRender((args) => {
   renderLayerPanel();
   const lj = JSON.stringify([args.lesions, args.lesion_source]);
   if (lj !== S.lesionsJson) { S.lesionsJson = lj; renderLesions(args.lesions, args.lesion_source); }
-  if (args.goto && args.goto.token !== S.gotoToken) { S.gotoToken = args.goto.token; goTo(args.goto.slice, args.goto.y, args.goto.x); }
   S.progress = args.progress || {};
   showProgress();
   requestDraw();
+}
+
+onRender((args) => {
+  if (!args.case || !args.folder) return;
+  S.base = new URL(`../${args.files}/${args.folder}/`, window.location.href);
+  if (args.status) { setFrameHeight(args.height); pollStatus(args); return; }
+  stopPolling();
+  if (args.geometry) apply(args);
 });
