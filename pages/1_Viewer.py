@@ -62,13 +62,13 @@ polling = job is not None
 @st.fragment(run_every=5.0 if polling else None)
 def show() -> None:
     job = st.session_state.get("viewer_job")
+    vc = None
     if job is not None:
         snap = job.snapshot()
         if snap.done:
             st.rerun()  # hand over to the finished case (and stop polling)
-        viewer({"case": job.folder.token, "folder": job.folder.token, "status": STATUS, "label": job.label},
-               progress={"text": snap.message, "fraction": snap.fraction, "done": False}, height=HEIGHT)
-        return
+        args = {"case": job.folder.token, "folder": job.folder.token, "status": STATUS, "label": job.label}
+        progress = {"text": snap.message, "fraction": snap.fraction, "done": False}
     else:
         case = state.current()
         if case is None:
@@ -77,21 +77,18 @@ def show() -> None:
             st.page_link("app.py", label="← Home")
             return
         vc = viewer_layers(case)
-    start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
-    args = component_args(vc, start, wait=True)
-    value = viewer(args, progress={"text": "", "fraction": 1.0, "done": True}, height=HEIGHT)
-    if value and value.get("case") == args["case"] and value.get("slice") is not None:
-        st.session_state["viewer_slices"][vc.key] = int(value["slice"])
-        click = value.get("click")
-        if click and st.session_state.get("viewer_click_seq") != (vc.key, value["seq"]) and value["reason"] == "click":
-            st.session_state["viewer_click_seq"] = (vc.key, value["seq"])
-            st.session_state["viewer_click_mm"] = tuple(float(v) for v in click["mm"])
-            st.session_state["viewer_click"] = {"case": vc.key, **click}
+        start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
+        args = component_args(vc, start, wait=True)
+        progress = {"text": "", "fraction": 1.0, "done": True}
+    value = viewer(args, progress=progress, height=HEIGHT)
+    remember(value, args["case"], vc)
     click = st.session_state.get("viewer_click")
-    if click and click["case"] == vc.key:
+    if click and click["case"] == args["case"]:
         x, y, z = click["mm"]
         k, j, i = click["zyx"]
         st.caption(f"Clicked point: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS · voxel (x {i}, y {j}, slice {k + 1}) · HU {click['hu']}")
+    if vc is None:
+        return
     if vc.lesions:
         st.markdown(f"**Lesions** ({vc.lesion_source})")
         st.dataframe([{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
@@ -100,6 +97,19 @@ def show() -> None:
                        "centre slice": r["centroid_slice"] + 1} for r in vc.lesions], hide_index=True, width="content")
     for note in vc.notes:
         st.caption(note)
+
+
+def remember(value: dict | None, shown: str, vc) -> None:
+    """Keep what the component returned: the settled slice, and a click for click-to-segment."""
+    if not value or value.get("case") != shown:
+        return
+    if value.get("slice") is not None and vc is not None:
+        st.session_state["viewer_slices"][vc.key] = int(value["slice"])
+    click = value.get("click")
+    if click and value.get("reason") == "click" and st.session_state.get("viewer_click_seq") != (shown, value["seq"]):
+        st.session_state["viewer_click_seq"] = (shown, value["seq"])
+        st.session_state["viewer_click_mm"] = tuple(float(v) for v in click["mm"])
+        st.session_state["viewer_click"] = {"case": shown, **click}
 
 
 show()

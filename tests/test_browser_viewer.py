@@ -133,7 +133,7 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     page.wait_for_timeout(800)
     assert traffic["sent"] == [], traffic["sent"]
     page.mouse.click(x, y)  # a click does reach Python: the recorder sees it
-    expect(page.get_by_text(re.compile(r"Clicked point: \("))).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"Clicked point: .*voxel \(x 100, y 100,"))).to_be_visible(timeout=30_000)
     assert "websocket message" in traffic["sent"]
     traffic["on"] = False
     # the served case folders are not listed and a made-up token finds nothing
