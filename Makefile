@@ -19,10 +19,14 @@ setup: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+.PHONY: dicom3tools
+dicom3tools:  # dciodvfy, the DICOM validator tests/test_dciodvfy.py runs
+	@command -v dciodvfy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools >/dev/null; }
+
 run: setup
 	$(BIN)/python -m streamlit run app.py --server.address=127.0.0.1 --server.port=$(PORT) --server.headless=true --browser.gatherUsageStats=false
 
-test: setup chromium
+test: setup chromium dicom3tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup chromium

@@ -1,15 +1,22 @@
-"""Export of a mask onto the source CT: NIfTI, NRRD, DICOM SEG and DICOM RTSTRUCT.
+"""Export of masks onto the source CT: NIfTI, NRRD, DICOM SEG and DICOM RTSTRUCT.
 
-Every exporter takes the :class:`~lungseg.imaging.io.LoadedCT` the mask was made on and a boolean mask on
-its canonical grid (``loaded.volume``), and writes the mask *on the source's own grid*:
+Every exporter takes the :class:`~lungseg.imaging.io.LoadedCT` the masks were made on and boolean
+masks on its canonical grid (``loaded.volume``), and writes them *on the source's own grid*.
+:func:`export_masks` writes several named masks as one object (``{"GTV-1": m1, "GTV-2": m2}``);
+:func:`export_mask` is its one-mask form.
 
-* ``nifti`` / ``nrrd``: a compressed uint8 label image (1 inside) with the input's geometry
-  (``loaded.mask_to_source``), so a viewer overlays it on the original file directly.
-* ``seg``: a DICOM Segmentation (BINARY, one segment) built with highdicom from the source CT
-  slices; it references the CT's series, study and frame of reference.
-* ``rtstruct``: a DICOM RT Structure Set with one ROI: closed planar contours per axial slice
-  (outer boundaries and holes as separate contours; readers fill them even-odd, as
-  :func:`lungseg.imaging.io.load_rtstruct` does), each citing the CT slice it lies on.
+* ``nifti`` / ``nrrd``: a compressed uint8 label image (mask i has value i, 1 for a single mask)
+  with the input's geometry (``loaded.mask_to_source``), so a viewer overlays it on the original
+  file directly.
+* ``seg``: a DICOM Segmentation (BINARY, one segment per mask) built with highdicom from the
+  source CT slices; it references the CT's series, study and frame of reference.
+* ``rtstruct``: one DICOM RT Structure Set with one ROI per mask: closed planar contours per axial
+  slice (outer boundaries and holes as separate contours; readers fill them even-odd, as
+  :func:`lungseg.imaging.io.load_rtstruct` does), each citing the CT slice it lies on, and the
+  CT's Frame of Reference module.
+
+Every DICOM object written here passes dciodvfy (dicom3tools) without errors
+(``tests/test_dciodvfy.py``); the warnings left come from the source CT (see the README).
 
 SEG and RTSTRUCT need a DICOM CT to reference.  For a NIfTI/NRRD input or the synthetic demo,
 :func:`write_ct_series` writes the canonical volume as a new DICOM CT series and
@@ -28,6 +35,7 @@ import datetime as _dt
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +79,41 @@ class ExportError(LungsegError):
 # entry point
 
 
+def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, out: str | os.PathLike,
+                 description: str | None = None, source: str = "automatic",
+                 sources: Mapping[str, str] | None = None) -> Path:
+    """Write several named masks (boolean, on ``loaded.volume``'s grid) as ONE ``fmt`` object at ``out``.
+
+    ``masks`` maps a name (segment label / ROI name, unique, at most 64 characters) to its mask;
+    the order of the mapping is the segment / ROI / label-value order.  A SEG gets one segment per
+    mask, an RTSTRUCT one ROI per mask (one structure set), and a NIfTI/NRRD label image the
+    values 1..n (the masks must not overlap there, as a voxel holds one value).  ``out`` is a file
+    path or a folder (the file is then named after the masks).  ``source`` (automatic or manual)
+    applies to every mask, unless ``sources`` gives a mask's own (name → automatic or manual): it
+    sets the SEG segment's algorithm type and the RTSTRUCT ROI's generation algorithm.  Returns the
+    path written.
+    """
+    fmt = str(fmt).lower()
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    named = _check_names(masks)
+    given = {str(k).strip(): v for k, v in (sources or {}).items()}
+    unknown = sorted(set(given) - set(named))
+    if unknown:
+        raise ExportError(f"sources given for masks that are not exported: {', '.join(unknown)}")
+    per_mask = {name: given.get(name, source) for name in named}
+
+    def path_of() -> Path:  # called by the writers once the inputs are checked: nothing is created before
+        return _out_path(out, fmt, "_".join(named)[:80])
+
+    if fmt in ("nifti", "nrrd"):
+        if len(named) > 255:
+            raise ExportError(f"{len(named)} masks: a uint8 label image holds at most 255")
+        return _write_label(loaded, named, path_of)
+    writer = _write_seg if fmt == "seg" else _write_rtstruct
+    return writer(loaded, named, path_of, description, per_mask)
+
+
 def export_mask(loaded: LoadedCT, mask: np.ndarray, fmt: str, out: str | os.PathLike, name: str = "GTV-auto",
                 description: str | None = None, source: str = "automatic") -> Path:
     """Write ``mask`` (boolean, on ``loaded.volume``'s canonical grid) as ``fmt`` to ``out``.
@@ -78,13 +121,23 @@ def export_mask(loaded: LoadedCT, mask: np.ndarray, fmt: str, out: str | os.Path
     ``out`` is a file path or a folder (the file is then named after ``name``).  ``source`` says
     whether the mask is the automatic (U-Net) result or a manual contour; it sets the algorithm
     type of the SEG segment and the ROI generation algorithm of the RTSTRUCT.  Returns the path.
+    One mask of :func:`export_masks`.
     """
-    fmt = str(fmt).lower()
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    writer = {"nifti": write_nifti, "nrrd": write_nrrd, "seg": write_seg, "rtstruct": write_rtstruct}[fmt]
-    kwargs = {"name": name} if fmt in ("nifti", "nrrd") else {"name": name, "description": description, "source": source}
-    return writer(loaded, mask, out, **kwargs)
+    return export_masks(loaded, {name: mask}, fmt, out, description=description, source=source)
+
+
+def _check_names(masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not isinstance(masks, Mapping) or not masks:
+        raise ExportError("give the masks to export as a mapping {name: mask} with at least one entry")
+    named: dict[str, np.ndarray] = {}
+    for name, mask in masks.items():
+        name = str(name).strip()
+        if not name or len(name) > 64 or "\\" in name or any(ord(ch) < 32 for ch in name):
+            raise ExportError(f"mask name {name[:70]!r}: use 1 to 64 printable characters, no backslash")
+        if name in named:
+            raise ExportError(f"mask name {name!r} given twice; every segment / ROI needs its own name")
+        named[name] = mask
+    return named
 
 
 def _check_mask(loaded: LoadedCT, mask: np.ndarray) -> np.ndarray:
@@ -124,17 +177,24 @@ def _check_source(source: str) -> str:
 
 def write_nifti(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto") -> Path:
     """The mask as a compressed uint8 NIfTI on the input's own grid."""
-    return _write_label(loaded, mask, _out_path(out, "nifti", name))
+    return export_masks(loaded, {name: mask}, "nifti", out)
 
 
 def write_nrrd(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto") -> Path:
     """The mask as a compressed uint8 NRRD on the input's own grid."""
-    return _write_label(loaded, mask, _out_path(out, "nrrd", name))
+    return export_masks(loaded, {name: mask}, "nrrd", out)
 
 
-def _write_label(loaded: LoadedCT, mask: np.ndarray, path: Path) -> Path:
-    image = loaded.mask_to_source(_check_mask(loaded, mask))
-    image = sitk.Cast(image, sitk.sitkUInt8)
+def _write_label(loaded: LoadedCT, named: dict[str, np.ndarray], path_of) -> Path:
+    labels = np.zeros(loaded.volume.shape, np.uint8)
+    for value, (name, mask) in enumerate(named.items(), start=1):
+        mask = _check_mask(loaded, mask)
+        if (labels[mask] > 0).any():
+            raise ExportError(f"mask {name!r} overlaps an earlier one; a label image holds one value per voxel "
+                              "(export overlapping masks as SEG or RTSTRUCT, or one file each)")
+        labels[mask] = value
+    path = path_of()
+    image = sitk.Cast(loaded.mask_to_source(labels), sitk.sitkUInt8)
     try:
         sitk.WriteImage(image, str(path), useCompression=True)
     except RuntimeError as exc:
@@ -199,36 +259,45 @@ def _ds_str(v: float) -> str:
 # DICOM SEG
 
 
-def _dicom_inputs(loaded: LoadedCT, mask: np.ndarray, source: str, kind: str, needs: str):
-    """Checks shared by the DICOM writers: a DICOM source, a fitting non-empty mask, a known source."""
+def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], sources: dict[str, str], kind: str, needs: str):
+    """Checks shared by the DICOM writers: a DICOM source, fitting non-empty masks, known sources."""
     src = _require_dicom(loaded, kind)
-    mask = _check_mask(loaded, mask)
-    source = _check_source(source)
-    if not mask.any():
-        raise ExportError(f"the mask is empty: {needs} (export NIfTI/NRRD for an empty result)")
-    return src, mask, source
+    masks = {name: _check_mask(loaded, mask) for name, mask in named.items()}
+    sources = {name: _check_source(sources[name]) for name in masks}
+    for name, mask in masks.items():
+        if not mask.any():
+            what = "the mask is empty" if len(masks) == 1 else f"mask {name!r} is empty"
+            raise ExportError(f"{what}: {needs} (export NIfTI/NRRD for an empty result)")
+    return src, masks, sources
+
+
+def _model_name(sources: dict[str, str]) -> str:
+    kinds = set(sources.values())
+    if kinds == {"automatic"}:
+        return ALGORITHM_NAME
+    return "lungseg viewer" if kinds == {"manual"} else f"{ALGORITHM_NAME} and viewer"
+
+
+def _ct_header(loaded: LoadedCT) -> pydicom.Dataset:
+    """The first CT file's full header (patient, study, frame of reference attributes are copied from it)."""
+    src = loaded.dicom
+    try:
+        return pydicom.dcmread(src.files[0], stop_before_pixels=True)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExportError(f"{loaded.label}: cannot re-read the CT files ({type(exc).__name__}); was the folder moved?") from None
+
+
+def _series_text(names: list[str], description: str | None) -> str:
+    return (description or f"lungseg {', '.join(names)}")[:64]
 
 
 def write_seg(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
               description: str | None = None, source: str = "automatic") -> Path:
     """The mask as a BINARY DICOM SEG (one segment) referencing the source CT slices."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
+    return export_masks(loaded, {name: mask}, "seg", out, description=description, source=source)
 
-    src, mask, source = _dicom_inputs(loaded, mask, source, "DICOM SEG", "a DICOM SEG needs at least one voxel")
-    path = _out_path(out, "seg", name)
 
-    # frames aligned with the sorted source files: the source grid's k-th slice is files[k]
-    frames = sitk.GetArrayFromImage(loaded.mask_to_source(mask)).astype(bool)
-    if frames.shape[0] != len(src.files):
-        raise ExportError(f"{loaded.label}: {frames.shape[0]} mask slices for {len(src.files)} CT files")
-    try:
-        images = [pydicom.dcmread(p) for p in src.files]
-    except (OSError, ValueError, EOFError) as exc:
-        raise ExportError(f"{loaded.label}: cannot re-read the CT slices ({type(exc).__name__}); was the folder moved?") from None
-    if [str(ds.SOPInstanceUID) for ds in images] != list(src.sop_instance_uids):
-        raise ExportError(f"{loaded.label}: the CT files changed since the CT was loaded; load it again")
-
+def _segment_description(hd, codes, number: int, name: str, source: str):
     if _is_gtv(name) or _roi_type(name) != "ORGAN":
         category, prop = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
     elif "lung" in name.lower():
@@ -238,57 +307,60 @@ def write_seg(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: 
     if source == "automatic":
         algorithm = hd.AlgorithmIdentificationSequence(
             name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__)
-        segment = hd.seg.SegmentDescription(1, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                                            algorithm_identification=algorithm)
-    else:
-        segment = hd.seg.SegmentDescription(1, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                         algorithm_identification=algorithm)
+    return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+
+
+def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, description: str | None,
+               sources: dict[str, str]) -> Path:
+    """A BINARY DICOM SEG with one segment per mask (numbered 1..n in order) referencing the CT slices."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    src, masks, sources = _dicom_inputs(loaded, named, sources, "DICOM SEG", "a DICOM SEG needs at least one voxel")
+    path = path_of()
+    names = list(masks)
+
+    # frames aligned with the sorted source files: the source grid's k-th slice is files[k]
+    frames = np.stack([sitk.GetArrayFromImage(loaded.mask_to_source(m)).astype(bool) for m in masks.values()], axis=-1)
+    if frames.shape[0] != len(src.files):
+        raise ExportError(f"{loaded.label}: {frames.shape[0]} mask slices for {len(src.files)} CT files")
+    try:
+        images = [pydicom.dcmread(p) for p in src.files]
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExportError(f"{loaded.label}: cannot re-read the CT slices ({type(exc).__name__}); was the folder moved?") from None
+    if [str(ds.SOPInstanceUID) for ds in images] != list(src.sop_instance_uids):
+        raise ExportError(f"{loaded.label}: the CT files changed since the CT was loaded; load it again")
+
+    segments = [_segment_description(hd, codes, i, name, sources[name]) for i, name in enumerate(names, start=1)]
+    label = names[0] if len(names) == 1 else "LUNGSEG"
     try:
         with warnings.catch_warnings():
             # highdicom warns about unusual person names quoting the name: never let it reach a log
             warnings.filterwarnings("ignore", message=r".*person name.*", category=UserWarning)
-            seg = _build_seg(hd, images, frames, segment, source, name, description)
+            seg = hd.seg.Segmentation(
+                source_images=images,
+                pixel_array=frames,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=segments,
+                series_instance_uid=generate_uid(),
+                series_number=901,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer=MANUFACTURER,
+                manufacturer_model_name=_model_name(sources),
+                software_versions=__version__,
+                device_serial_number="0",
+                content_description=(description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+                                                    f"{', '.join(names)}")[:64],
+                content_label=re.sub(r"[^A-Z0-9_ ]", "_", label.upper())[:16] or "SEGMENTATION",
+                series_description=_series_text(names, description),
+            )
     except (ValueError, TypeError) as exc:
         raise ExportError(f"{loaded.label}: cannot build the DICOM SEG ({' '.join(str(exc).split())[:200]})") from None
-    _segment_identification_per_frame(seg)
     seg.save_as(path, enforce_file_format=True)
     return path
-
-
-def _build_seg(hd, images, frames, segment, source, name, description):
-    return hd.seg.Segmentation(
-        source_images=images,
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
-        series_instance_uid=generate_uid(),
-        series_number=901,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=ALGORITHM_NAME if source == "automatic" else "lungseg viewer",
-        software_versions=__version__,
-        device_serial_number="0",
-        content_description=(description or f"lungseg {source} {name}")[:64],
-        content_label=re.sub(r"[^A-Z0-9_ ]", "_", name.upper())[:16] or "SEGMENTATION",
-        series_description=(description or f"lungseg {name}")[:64],
-    )
-
-
-def _segment_identification_per_frame(seg: pydicom.Dataset) -> None:
-    """Put the Segment Identification macro in every frame's functional groups.
-
-    With one segment highdicom puts it in the shared groups, which the standard allows; per-frame
-    is equally valid and is what simpler readers (lungseg.imaging.io.load_seg among them) look for.
-    """
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    if "SegmentIdentificationSequence" not in shared:
-        return
-    ident = shared.SegmentIdentificationSequence
-    del shared.SegmentIdentificationSequence
-    for fg in seg.PerFrameFunctionalGroupsSequence:
-        item = pydicom.Dataset()
-        item.ReferencedSegmentNumber = ident[0].ReferencedSegmentNumber
-        fg.SegmentIdentificationSequence = Sequence([item])
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,13 +422,19 @@ def rtstruct_contours(volume: Volume, mask: np.ndarray) -> dict[int, list[np.nda
 def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: str = "GTV-auto",
                    description: str | None = None, source: str = "automatic") -> Path:
     """The mask as a DICOM RT Structure Set with one ROI referencing the source CT slices."""
-    src, mask, source = _dicom_inputs(loaded, mask, source, "DICOM RTSTRUCT", "an RTSTRUCT needs at least one contour")
-    path = _out_path(out, "rtstruct", name)
+    return export_masks(loaded, {name: mask}, "rtstruct", out, description=description, source=source)
+
+
+def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, description: str | None,
+                    sources: dict[str, str]) -> Path:
+    """One RT Structure Set with one ROI per mask (numbered 1..n in order) referencing the CT slices."""
+    src, masks, sources = _dicom_inputs(loaded, named, sources, "DICOM RTSTRUCT", "an RTSTRUCT needs at least one contour")
+    path = path_of()
+    names = list(masks)
     refs = _slice_references(loaded)
     if len(refs) != loaded.volume.shape[0]:
         raise ExportError(f"{loaded.label}: only {len(refs)} of {loaded.volume.shape[0]} CT slices could be matched to their files")
-    contours = rtstruct_contours(loaded.volume, mask)
-    first = src.headers[0]
+    first = _ct_header(loaded)
     date, time = _now()
 
     meta = FileMetaDataset()
@@ -376,17 +454,25 @@ def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, n
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 902
     ds.SeriesDate, ds.SeriesTime = date, time
-    ds.SeriesDescription = (description or f"lungseg {name}")[:64]
+    ds.SeriesDescription = _series_text(names, description)
     ds.OperatorsName = ""
+    # frame of reference (part of the RT Structure Set IOD): the CT's own
+    ds.FrameOfReferenceUID = src.frame_of_reference_uid
+    if "PositionReferenceIndicator" in first:
+        ds["PositionReferenceIndicator"] = first["PositionReferenceIndicator"]
+    else:
+        ds.PositionReferenceIndicator = ""
     # general equipment
     ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = ALGORITHM_NAME if source == "automatic" else "lungseg viewer"
+    ds.ManufacturerModelName = _model_name(sources)
     ds.SoftwareVersions = __version__
     # structure set
     ds.InstanceNumber = 1
-    ds.StructureSetLabel = re.sub(r"[\\]", "_", name)[:16] or "lungseg"
-    ds.StructureSetName = name[:64]
-    ds.StructureSetDescription = description or f"lungseg {source} contour {name}"
+    label = names[0] if len(names) == 1 else "lungseg"
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = (label if len(names) == 1 else ", ".join(names))[:64]
+    ds.StructureSetDescription = (description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+                                                  f"contour{'s' if len(names) > 1 else ''} {', '.join(names)}")
     ds.StructureSetDate, ds.StructureSetTime = date, time
 
     contour_images = Sequence()
@@ -407,22 +493,45 @@ def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, n
     frame.RTReferencedStudySequence = Sequence([study])
     ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
 
-    roi = pydicom.Dataset()
-    roi.ROINumber = 1
-    roi.ReferencedFrameOfReferenceUID = src.frame_of_reference_uid
-    roi.ROIName = name[:64]
-    roi.ROIDescription = description or ""
-    roi.ROIGenerationAlgorithm = "AUTOMATIC" if source == "automatic" else "MANUAL"
-    if source == "automatic":
-        roi.ROIGenerationDescription = f"{ALGORITHM_NAME} {__version__}"[:64]
-    ds.StructureSetROISequence = Sequence([roi])
+    rois, roi_contours, observations = Sequence(), Sequence(), Sequence()
+    for number, (name, mask) in enumerate(masks.items(), start=1):
+        roi = pydicom.Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = src.frame_of_reference_uid
+        roi.ROIName = name
+        roi.ROIDescription = description or ""
+        roi.ROIGenerationAlgorithm = "AUTOMATIC" if sources[name] == "automatic" else "MANUAL"
+        if sources[name] == "automatic":
+            roi.ROIGenerationDescription = f"{ALGORITHM_NAME} {__version__}"[:64]
+        rois.append(roi)
 
-    contour_seq = Sequence()
-    number = 0
+        roi_contour = pydicom.Dataset()
+        roi_contour.ReferencedROINumber = number
+        roi_contour.ROIDisplayColor = _roi_colour(name)
+        roi_contour.ContourSequence = _contour_sequence(rtstruct_contours(loaded.volume, mask), refs)
+        roi_contours.append(roi_contour)
+
+        obs = pydicom.Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.ROIObservationLabel = name[:16]
+        obs.RTROIInterpretedType = _roi_type(name)
+        obs.ROIInterpreter = ""
+        observations.append(obs)
+    ds.StructureSetROISequence = rois
+    ds.ROIContourSequence = roi_contours
+    ds.RTROIObservationsSequence = observations
+
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _contour_sequence(contours: dict[int, list[np.ndarray]], refs: dict[int, tuple[str, str]]) -> Sequence:
+    """Closed planar contours (numbered 1..n), each citing the CT slice it lies on."""
+    seq = Sequence()
     for k in sorted(contours):
         sop_class, uid = refs[k]
         for pts in contours[k]:
-            number += 1
             c = pydicom.Dataset()
             img = pydicom.Dataset()
             img.ReferencedSOPClassUID = sop_class
@@ -430,25 +539,10 @@ def write_rtstruct(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, n
             c.ContourImageSequence = Sequence([img])
             c.ContourGeometricType = "CLOSED_PLANAR"
             c.NumberOfContourPoints = len(pts)
-            c.ContourNumber = number
+            c.ContourNumber = len(seq) + 1
             c.ContourData = [_ds_str(v) for v in pts.ravel()]
-            contour_seq.append(c)
-    roi_contour = pydicom.Dataset()
-    roi_contour.ReferencedROINumber = 1
-    roi_contour.ROIDisplayColor = _roi_colour(name)
-    roi_contour.ContourSequence = contour_seq
-    ds.ROIContourSequence = Sequence([roi_contour])
-
-    obs = pydicom.Dataset()
-    obs.ObservationNumber = 1
-    obs.ReferencedROINumber = 1
-    obs.ROIObservationLabel = name[:16]
-    obs.RTROIInterpretedType = _roi_type(name)
-    obs.ROIInterpreter = ""
-    ds.RTROIObservationsSequence = Sequence([obs])
-
-    ds.save_as(path, enforce_file_format=True)
-    return path
+            seq.append(c)
+    return seq
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,6 +595,7 @@ def write_ct_series(volume: Volume, folder: str | os.PathLike, *, label: str = "
         ds.PatientPosition = "HFS"
         ds.FrameOfReferenceUID = for_uid
         ds.PositionReferenceIndicator = ""
+        ds.BodyPartExamined = "CHEST"  # an unpaired part: General Series then needs no Laterality
         ds.Manufacturer = MANUFACTURER
         ds.SoftwareVersions = __version__
         ds.InstanceNumber = k + 1
@@ -526,12 +621,31 @@ def with_dicom_series(loaded: LoadedCT, folder: str | os.PathLike, **kwargs) -> 
     """``loaded`` as a DICOM CT: reused when it is one, else its volume written to ``folder`` and reloaded.
 
     The mask grid is unchanged (the written series has the canonical grid), so a mask made on
-    ``loaded.volume`` exports onto the returned CT as is.
+    ``loaded.volume`` exports onto the returned CT as is.  A ``folder`` that already holds this
+    CT (written by an earlier export) is reused, so a SEG and an RTSTRUCT exported one after the
+    other reference the same series; a folder holding anything else is refused, never overwritten.
     """
     if loaded.dicom is not None:
         return loaded
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        return _existing_series(loaded, folder)
     write_ct_series(loaded.volume, folder, label=kwargs.pop("label", loaded.label), **kwargs)
     dicom = load_ct(folder, label=loaded.label)
     if dicom.volume.shape != loaded.volume.shape or not dicom.volume.grid.matches(loaded.volume.grid, tol_mm=1e-2):
         raise ExportError(f"{loaded.label}: the written DICOM series does not reproduce the CT's grid")
+    return dicom
+
+
+def _existing_series(loaded: LoadedCT, folder: Path) -> LoadedCT:
+    refuse = f"{folder} is not empty and does not hold this CT as a DICOM series; give a new or empty folder"
+    try:
+        dicom = load_ct(folder, label=loaded.label)
+    except LungsegError:
+        raise ExportError(refuse) from None
+    same = (dicom.dicom is not None and dicom.volume.shape == loaded.volume.shape
+            and dicom.volume.grid.matches(loaded.volume.grid, tol_mm=1e-2)
+            and np.array_equal(dicom.volume.array, loaded.volume.array))
+    if not same:
+        raise ExportError(refuse)
     return dicom

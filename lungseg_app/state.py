@@ -1,11 +1,15 @@
-"""Session state for the app: the current case, the tumour model (one per process), opening with progress."""
+"""Per-user state and the server's shared, immutable resources.
+
+Shared by every browser session of a server: the tumour model (loaded once), a bounded in-memory LRU of
+opened cases (immutable, so sharing is safe) and the on-disk result cache.  Everything a user chooses
+(the case, its manual ROI, window, review choices) lives in that user's ``st.session_state``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
+from lungseg.case import CaseMemory, CaseSource, ResultCache, model_version, open_case_progressively
 from lungseg.errors import LungsegError
 
 from . import cases
@@ -14,48 +18,62 @@ from . import cases
 @st.cache_resource(show_spinner=False)
 def predictor_and_note():
     """The tumour model, loaded once per server process: (predictor or None, note or None)."""
-    return cases.load_predictor()
+    try:
+        from lungseg.case import default_predictor
+
+        return default_predictor(), None
+    except Exception as exc:  # noqa: BLE001 - no model: lung region only, said plainly
+        return None, f"Tumour model could not be loaded ({cases.one_line(exc)}): showing the lung region only."
 
 
-@st.cache_resource(max_entries=3, show_spinner=False)
-def _recent() -> dict:
-    """Cases opened in this process, by source key (so reopening is instant across sessions)."""
-    return {}
+@st.cache_resource(show_spinner=False)
+def memory() -> CaseMemory:
+    return CaseMemory()
 
 
-def current() -> cases.Case | None:
+@st.cache_resource(show_spinner=False)
+def _result_cache(root: str) -> ResultCache:
+    return ResultCache(root)
+
+
+def result_cache() -> ResultCache:
+    return _result_cache(str(cases.app_cache_dir() / "results"))
+
+
+def current():
+    """This user's open case (immutable), or None."""
     return st.session_state.get("case")
 
 
-def set_current(case: cases.Case) -> None:
+def current_source() -> CaseSource | None:
+    return st.session_state.get("case_source")
+
+
+def set_current(case) -> None:
     st.session_state["case"] = case
-    st.session_state["jump"] = {"slice": case.loaded.volume.shape[0] // 2, "token": f"{case.key}:open"}
-    default = lesion_start(case)
-    if default is not None:
-        st.session_state["jump"]["slice"] = default
+    st.session_state["case_source"] = case.source
+    start = int(case.lesions[0]["centroid_slice"]) if case.lesions else case.volume.shape[0] // 2
+    st.session_state["jump"] = {"slice": start, "token": f"{case.key}:{case.source.manual}:open"}
 
 
-def lesion_start(case: cases.Case) -> int | None:
-    _, rows = case.lesions()
-    return int(rows[0]["centroid_slice"]) if rows else None
-
-
-def open_case(kind: str, path: Path | None = None, contour: Path | None = None, roi: str | None = None) -> bool:
-    """Open a case with a visible progress box; on error show it in one line and keep the current case."""
+def open_source(source: CaseSource, label: str | None = None) -> bool:
+    """Open ``source`` for this user with a visible progress box; on error show it in one line and keep
+    the current case.  Cases already opened on this server (by anyone) come from memory at once."""
     predictor, _ = predictor_and_note()
-    recent = _recent()
-    rkey = None
-    if kind == "path" and contour is None and roi is None and path is not None and Path(path).exists():
-        try:
-            rkey = (cases.source_key(Path(path)), cases.model_version(predictor))
-        except OSError:
-            rkey = None
-    if kind == "demo":
-        rkey = ("demo", cases.model_version(predictor))
-    if rkey is not None and rkey in recent:
-        set_current(recent[rkey])
+    if source.automatic.kind == "model" and predictor is None:
+        st.error("No tumour model is available on this server, so no automatic contour can be made.")
+        return False
+    version = model_version(predictor) if source.automatic.kind == "model" else None
+    try:
+        key = CaseMemory.key_of(source, version)
+    except OSError as exc:
+        st.error(f"{label or source.ct}: {cases.one_line(exc)}")
+        return False
+    hit = memory().get(key)
+    if hit is not None:
+        set_current(hit)
         return True
-    label = "the demo case" if kind == "demo" else Path(path).name if path else "case"
+    label = label or ("the demo case" if source.is_demo else str(source.ct).rsplit("/", 1)[-1])
     with st.status(f"Opening {label}…", expanded=True) as box:
         bar = st.progress(0.0)
 
@@ -63,10 +81,9 @@ def open_case(kind: str, path: Path | None = None, contour: Path | None = None, 
             bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
         try:
-            if kind == "demo":
-                case = cases.open_demo(predictor, progress)
-            else:
-                case = cases.open_path(Path(path), predictor, progress, contour=contour, roi=roi)
+            case = None
+            for case in open_case_progressively(source, predictor, progress, cache=result_cache()):
+                pass
         except LungsegError as exc:
             box.update(label=f"Could not open {label}", state="error", expanded=False)
             st.error(str(exc))
@@ -77,8 +94,8 @@ def open_case(kind: str, path: Path | None = None, contour: Path | None = None, 
             return False
         bar.progress(1.0, text="Done")
         how = "from cache" if case.from_cache else "processed"
-        box.update(label=f"Opened {case.label} ({how}, {case.seconds.get('open', 0):.1f} s)", state="complete", expanded=False)
-    if rkey is not None:
-        recent[rkey] = case
+        box.update(label=f"Opened {case.label} ({how}, {case.seconds.get('open', 0):.1f} s)", state="complete",
+                   expanded=False)
+    memory().put(key, case)
     set_current(case)
     return True

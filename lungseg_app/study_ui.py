@@ -1,4 +1,4 @@
-"""Shared pieces of the study pages: the store, case material (cached), blinded slice panels.
+"""Shared pieces of the study pages: the store, the opened study cases (cached), blinded slice panels.
 
 Blinding rule for the rating page: nothing sent to the browser may tell which side is which.
 Panels are built by :func:`panel_pair_html` from two PNG data URIs only; both panels get the same
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
+from lungseg.case import Case, CaseMemory
 from lungseg.study import StudyError, StudyStore, default_db_path
-from lungseg.study_material import Material, load_material
+from lungseg.study.cases import contour_slices, open_study_case, study_case_source
 
-from . import cases, render
+from . import render, state
 
 CONTOUR_RGB = (255, 40, 40)  # one colour for both contours on the rating page
 DEFAULT_WIDTH, DEFAULT_LEVEL = 1500, -600
@@ -34,27 +36,31 @@ def get_store() -> StudyStore:
     return _store(str(default_db_path()))
 
 
-# ------------------------------------------------------------------------------------ material
+# ------------------------------------------------------------------------------------ study cases
 
 
-def _load_ct(path: Path):
-    loaded, _ = cases.load_ct_cached(Path(path), lambda m, f: None)
-    return loaded
+@dataclass(frozen=True, eq=False)
+class StudyCase:
+    """A study case as the study pages show it: the opened (immutable) case and its contoured slices."""
 
+    case_id: str
+    case: Case
+    slices: tuple[int, ...]
 
-def _predict(loaded):
-    predictor, _ = cases.load_predictor()
-    if predictor is None:
-        return None
-    from lungseg.pipeline import content_hash
+    @property
+    def loaded(self):
+        return self.case.ct
 
-    result, _ = cases.process_cached(loaded, content_hash(loaded), predictor, lambda m, f: None)
-    return result.tumour
+    @property
+    def automatic(self) -> np.ndarray:
+        return self.case.contour("automatic").mask
 
+    @property
+    def manual(self) -> np.ndarray:
+        return self.case.contour("manual").mask
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _material(study_id: int, case_id: str, meta_key: str, _meta: dict) -> Material:
-    return load_material(case_id, _meta, load_ct=_load_ct, predict=_predict)
+    def contour_slices(self) -> list[int]:
+        return list(self.slices)
 
 
 def case_meta(store: StudyStore, study_id: int, case_id: str) -> dict:
@@ -64,10 +70,35 @@ def case_meta(store: StudyStore, study_id: int, case_id: str) -> dict:
     raise StudyError(f"case {case_id} is not in this study")
 
 
-def material(store: StudyStore, study_id: int, case_id: str) -> Material:
+def material(store: StudyStore, study_id: int, case_id: str) -> StudyCase:
+    """Study case ``case_id`` opened as the study recorded it (raises a one-line StudyError if it cannot be)."""
     meta = case_meta(store, study_id, case_id)
-    key = repr(sorted((k, str(v)) for k, v in meta.items() if k != "slices"))
-    return _material(study_id, case_id, key, meta)
+    source = study_case_source(meta)
+    memory = state.memory()  # the server's immutable cases, shared with the viewer
+    try:
+        key = CaseMemory.key_of(source, meta.get("model_version"))
+    except OSError:
+        raise StudyError(f"case {case_id}: its images are no longer available") from None
+    case = memory.get(key)
+    if case is None:
+        case = open_study_case(case_id, meta, cache=state.result_cache())
+        memory.put(key, case)
+    return StudyCase(case_id, case, tuple(contour_slices(case)))
+
+
+def data_folder_cases() -> list[Path]:
+    """The cases in the app's data folder (zips, image files, DICOM folders)."""
+    from lungseg_app.cases import list_data_folder
+
+    return list_data_folder()
+
+
+def model_version_or_none() -> str | None:
+    """The shipped tumour model's version, or None when no model can be loaded."""
+    from lungseg.case import model_version
+
+    predictor, _ = state.predictor_and_note()
+    return None if predictor is None else model_version(predictor)
 
 
 # ------------------------------------------------------------------------------------ images
@@ -95,7 +126,7 @@ def slice_png(arr2d: np.ndarray, mask2d: np.ndarray | None, width: float, level:
     return "data:image/png;base64," + base64.b64encode(b.getvalue()).decode("ascii")
 
 
-def pair_images(mat: Material, k: int, first: np.ndarray, second: np.ndarray, width: float, level: float) -> tuple[str, str]:
+def pair_images(mat: StudyCase, k: int, first: np.ndarray, second: np.ndarray, width: float, level: float) -> tuple[str, str]:
     arr = mat.loaded.volume.array[k]
     sx, sy, _ = mat.loaded.volume.spacing
     return (slice_png(arr, first[k], width, level, spacing_yx=(sy, sx)),

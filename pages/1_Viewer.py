@@ -3,7 +3,9 @@
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lungseg_app import cases, state
+from lungseg.case import CaseMemory, CaseSource, ManualSource, model_version
+from lungseg.errors import LungsegError
+from lungseg_app import cases, gate, review_panel, state
 from lungseg_app.viewer import lesion_start_slice, opening, viewer_layers
 from lungseg_app.viewer.component import viewer
 from lungseg_app.viewer.publish import STATUS, component_args
@@ -11,18 +13,32 @@ from lungseg_app.viewer.publish import STATUS, component_args
 st.set_page_config(page_title="lungseg viewer", layout="wide", initial_sidebar_state="collapsed")
 st.markdown("<style>.block-container{padding-top:2.6rem;padding-left:2rem;padding-right:2rem}</style>",
             unsafe_allow_html=True)
+user = gate.require_user()
 HEIGHT = 860
 ctx = get_script_run_ctx()
 who = ctx.session_id if ctx else "local"
 predictor, model_note = state.predictor_and_note()
 
 
-def start_job(source: str) -> None:
-    old = st.session_state.get("viewer_job")
-    if old is not None:
-        old.release(who)
-    st.session_state["viewer_job"] = opening.open_job(source, predictor, who)
+def start_job(source: CaseSource, label: str) -> bool:
+    """Open ``source`` in the background (a case already in the server's memory shows at once)."""
+    drop_job()
+    if source.automatic.kind == "model" and predictor is None:
+        st.error("No tumour model is available on this server, so no automatic contour can be made.")
+        return False
+    version = model_version(predictor) if source.automatic.kind == "model" else None
+    try:
+        hit = state.memory().get(CaseMemory.key_of(source, version))
+    except OSError as exc:
+        st.error(f"{label}: {cases.one_line(exc)}")
+        return False
+    if hit is not None:
+        state.set_current(hit)
+        return True
+    st.session_state["viewer_job"] = opening.open_job(source, predictor, version, who, label, state.result_cache())
+    st.session_state["viewer_job_version"] = version
     st.session_state["viewer_job_base"] = id(state.current())
+    return True
 
 
 def drop_job() -> None:
@@ -45,6 +61,7 @@ if job is not None:
         if current is not job.case and st.session_state.get("viewer_job_base") != id(current):
             drop_job()  # Home opened another case after this one finished
         elif current is not job.case:
+            state.memory().put(CaseMemory.key_of(job.source, st.session_state.get("viewer_job_version")), job.case)
             state.set_current(job.case)
         job = st.session_state.get("viewer_job")
         if job is not None and state.current() is job.case:
@@ -97,6 +114,8 @@ def show() -> None:
                        "centre slice": r["centroid_slice"] + 1} for r in vc.lesions], hide_index=True, width="content")
     for note in vc.notes:
         st.caption(note)
+    st.divider()
+    review_panel.show(case, user)
 
 
 def remember(value: dict | None, shown: str, vc) -> None:
@@ -120,12 +139,17 @@ with st.expander("Open another case", expanded=state.current() is None and job i
     if entries:
         pick = left.selectbox("Case from the data folder", [p.name for p in entries], key="viewer_pick")
         if right.button("Open this case", key="viewer_open"):
-            start_job(str(cases.data_root() / pick))
-            st.rerun()
+            try:
+                path = cases.inside_data_folder(cases.data_root() / pick)
+            except LungsegError as exc:
+                st.error(str(exc))
+            else:
+                if start_job(CaseSource(str(path), manual=ManualSource("rtstruct", None, None)), pick):
+                    st.rerun()
     else:
         left.caption(f"No cases in the data folder `{cases.data_root()}`.")
     if right.button("Open the demo case", key="viewer_open_demo"):
-        start_job("demo")
-        st.rerun()
+        if start_job(CaseSource.demo(), "the demo case"):
+            st.rerun()
 if model_note:
     st.caption(model_note)

@@ -49,7 +49,8 @@ st.session_state["rate_item"] = item.item_id
 
 width, level = study_ui.window_controls("rate")
 try:
-    mat = study_ui.material(store, session.study_id, item.case_id)
+    with st.spinner("Preparing the images…"):
+        mat = study_ui.material(store, session.study_id, item.case_id)
     k = item.slice_index if item.slice_index is not None else mat.contour_slices()[len(mat.contour_slices()) // 2]
     first, second = (mat.automatic, mat.manual) if item.auto_side == "left" else (mat.manual, mat.automatic)
     left_src, right_src = study_ui.pair_images(mat, k, first, second, width, level)

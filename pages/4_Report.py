@@ -29,6 +29,13 @@ def ci(p):
     return f"{pct(p['fraction'])} [{pct(p['ci_low'])}, {pct(p['ci_high'])}] (p = {p['p_value']:.3g}, n = {p['n']})"
 
 
+auto = rep.get("automatic_contours") or {}
+if auto.get("stand_in"):
+    st.warning(rep["notes"][0])
+if auto.get("kinds"):
+    versions = f" (model {', '.join(auto['model_versions'])})" if auto.get("model_versions") else ""
+    st.caption("Automatic contours: " + ", ".join(f"{k}: {n} case(s)" for k, n in auto["kinds"].items()) + versions)
+
 head = rep["headline"]
 st.subheader("Headline")
 st.markdown(f"**Mean fraction choosing the automatic contour ({', '.join(head['groups'])}): "

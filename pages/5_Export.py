@@ -1,7 +1,7 @@
 """Export (admin): the accepted contour of a reviewed case as NIfTI, NRRD, DICOM SEG or RTSTRUCT.
 
-The accepted contour is recomputed from the case's source (its study record) — the same material
-the review showed.  For a non-DICOM source (the demo phantom), SEG and RTSTRUCT need a CT series to
+The accepted contour (the case's latest verdict; only the accepted lesions when the review chose
+some) is taken from the case opened from its study record — the same case the review showed.  For a non-DICOM source (the demo phantom), SEG and RTSTRUCT need a CT series to
 reference: the CT is first written as a DICOM series and the download is a zip of both.
 Every prepared export is recorded in the audit log (``contour.export``).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study_material import accepted_review
+from lungseg.study.cases import verdict_mask
 from lungseg_app import auth, study_ui
 
 FORMATS = {"NIfTI": "nifti", "NRRD": "nrrd", "DICOM SEG": "seg", "RTSTRUCT": "rtstruct"}
@@ -25,8 +25,9 @@ admin = auth.require_admin()
 store = study_ui.get_store()
 study = study_ui.pick_study(store, key="export_study")
 
-reviews = store.reviews_table(study.id)  # rater and admin verdicts, newest first
-latest = {cid: accepted_review(reviews, cid) for cid in dict.fromkeys(r["case_id"] for r in reviews)}
+latest: dict = {}
+for row in store.reviews_table(study.id):  # rater and admin verdicts, newest first
+    latest.setdefault(row["case_id"], row)
 ready = {c: r for c, r in latest.items() if r["accepted_source"] in ("automatic", "manual")}
 if not ready:
     st.info("No case has an accepted contour yet: record a verdict on the Review page first.")
@@ -34,7 +35,10 @@ if not ready:
 case_id = st.selectbox("Reviewed case", list(ready), key="export_case")
 rev = ready[case_id]
 source = rev["accepted_source"]
-st.caption(f"Accepted: the {source} contour (latest verdict, by {rev['rater_name']} at {rev['reviewed_at']}).")
+review = store.case_review(rev["case_review_id"]) if rev.get("case_review_id") else None
+lesions = review.decision(source).lesions if review is not None else None
+which = f"lesion(s) {', '.join(map(str, lesions))} of the {source} contour" if lesions else f"the {source} contour"
+st.caption(f"Accepted: {which} (latest verdict, by {rev['rater_name']} at {rev['reviewed_at']}).")
 label = st.radio("Format", list(FORMATS), horizontal=True, key="export_fmt")
 fmt = FORMATS[label]
 state_key = (study.id, case_id, source, fmt, rev["reviewed_at"])
@@ -43,8 +47,12 @@ state_key = (study.id, case_id, source, fmt, rev["reviewed_at"])
 def prepare() -> tuple[bytes, str]:
     from lungseg.export import export_mask, with_dicom_series
 
-    mat = study_ui.material(store, study.id, case_id)
-    loaded, mask = mat.loaded, mat.mask(source)
+    from lungseg.case import with_dicom_headers
+
+    view = study_ui.material(store, study.id, case_id)
+    loaded, mask = view.loaded, verdict_mask(view.case, rev, review)
+    if fmt in ("seg", "rtstruct"):
+        loaded = with_dicom_headers(loaded)
     name = f"GTV-{'auto' if source == 'automatic' else 'manual'}"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,32 +1,44 @@
-"""Study setup (admin): create a study from cases with both contours, invite and revoke raters, progress."""
+"""Study setup (admin): create a study from cases with both contours, invite and revoke raters, progress.
+
+Cases are typed case records (:mod:`lungseg.study.cases`): the demo phantom (manual contour: its
+true tumour) and the data folder's DICOM zips (manual contour: RTSTRUCT ROI GTV-1).  The automatic
+contour is the admin's explicit choice: the tumour model (the default whenever it is installed) or
+the stand-in (demo/test only, labelled as such in the case list and the report).
+"""
 
 import streamlit as st
 
+from lungseg.case import AutomaticSource, CaseSource, ManualSource
 from lungseg.errors import LungsegError
 from lungseg.study import SPECIALTIES, DesignParams, StudyError
-from lungseg.study_material import AUTO_KINDS, AUTO_MODEL, AUTO_PERTURBED, DEMO_SOURCE, case_spec
-from lungseg_app import auth, cases, study_ui
+from lungseg.study.cases import automatic_label, automatic_summary, study_case
+from lungseg.study.report import stand_in_note
+from lungseg_app import auth, state, study_ui
 
 st.set_page_config(page_title="Study setup", layout="wide")
 st.title("Study setup")
 admin = auth.require_admin()
 store = study_ui.get_store()
 
-predictor, _ = cases.load_predictor()
-auto_kind = AUTO_MODEL if predictor is not None else AUTO_PERTURBED
+version = study_ui.model_version_or_none()
+AUTOMATIC = {}
+if version is not None:
+    AUTOMATIC[f"Tumour model ({version})"] = "model"
+AUTOMATIC["Stand-in: the manual contour dilated and shifted (demo/test only, not a model)"] = "stand-in"
 
 with st.expander("Create a study", expanded=not store.studies()):
-    if predictor is None:
-        st.warning("No tumour model is installed: the automatic contour of each case will be a **stand-in** "
-                   f"({AUTO_KINDS[AUTO_PERTURBED]}). Use such a study only to try the workflow.")
-    candidates = {"demo-phantom": {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": auto_kind}}
-    for p in cases.list_data_folder():
+    if version is None:
+        st.warning("No tumour model is installed: the only automatic contour available is the **stand-in** "
+                   "(the manual contour dilated and shifted). Use such a study only to try the workflow.")
+    candidates = {"demo-phantom": "demo"}  # case id → CT
+    for p in study_ui.data_folder_cases():
         if p.suffix.lower() == ".zip":
-            candidates[p.name[:-4]] = {"source": str(p.resolve()), "roi": "GTV-1", "automatic": auto_kind}
+            candidates[p.name[:-4]] = str(p.resolve())
     with st.form("create_study"):
         name = st.text_input("Study name", key="new_name")
         chosen = st.multiselect("Cases (manual contour: phantom truth / RTSTRUCT GTV-1)", list(candidates),
                                 default=["demo-phantom"], key="new_cases")
+        automatic = st.radio("Automatic contour", list(AUTOMATIC), index=0, key="new_automatic")
         c1, c2, c3 = st.columns(3)
         per_case = c1.number_input("Slices per case", 1, 50, 5, key="new_slices")
         repeats = c2.number_input("Repeated items", 0, 50, 0, key="new_repeats")
@@ -37,11 +49,18 @@ with st.expander("Create a study", expanded=not store.studies()):
         try:
             if not chosen:
                 raise StudyError("choose at least one case")
+            auto = AutomaticSource(AUTOMATIC[automatic])
             specs = []
             with st.status("Preparing cases…") as box:
                 for cid in chosen:
                     box.update(label=f"Preparing {cid}…")
-                    spec, _ = case_spec(cid, candidates[cid], load_ct=study_ui._load_ct, predict=study_ui._predict)
+                    try:
+                        ct = candidates[cid]
+                        source = (CaseSource.demo(auto) if ct == "demo"
+                                  else CaseSource(ct, auto, ManualSource("rtstruct", None, "GTV-1")))
+                        spec, _ = study_case(cid, source, cache=state.result_cache())
+                    except LungsegError as exc:
+                        raise StudyError(f"{cid}: {exc}") from None
                     specs.append(spec)
                 box.update(label="Cases ready", state="complete")
             params = DesignParams(slices_per_case=int(per_case), repeats=int(repeats), turing=bool(turing),
@@ -57,8 +76,12 @@ if not store.studies():
 study = study_ui.pick_study(store, key="setup_study")
 case_rows = store.cases(study.id)
 st.caption(f"{len(case_rows)} case(s); Turing question: {'yes' if study.turing else 'no'}")
+summary = automatic_summary(case_rows)
+if summary["stand_in"]:
+    st.warning(stand_in_note(summary, len(case_rows)))
 st.dataframe([{"case": r["case_id"], "slices": len(r["metadata"].get("slices", [])),
-               "automatic contour": r["metadata"].get("automatic_description", r["metadata"].get("automatic", "")),
+               "automatic contour": automatic_label(r["metadata"]),
+               "manual contour": r["metadata"].get("manual_name") or r["metadata"].get("roi") or "",
                "tumour volume (ml)": r["tumour_volume_ml"]} for r in case_rows], hide_index=True)
 
 st.subheader("Invite a rater")

@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lungseg.study import DesignParams, StudyStore, set_admin_password
-from lungseg.study_material import AUTO_PERTURBED, DEMO_SOURCE, case_spec
+from lungseg.case import AutomaticSource, CaseSource
+from lungseg.study.cases import study_case
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "pages"
@@ -22,7 +23,7 @@ def db(tmp_path_factory):
     store = StudyStore(path)
     set_admin_password(store, ADMIN, PASSWORD)
     set_admin_password(store, "mallory", PASSWORD)  # locked out by a test
-    spec, _ = case_spec("demo-phantom", {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": AUTO_PERTURBED})
+    spec, _ = study_case("demo-phantom", CaseSource.demo(AutomaticSource("stand-in")))
     store.create_study("demo study", [spec], DesignParams(slices_per_case=4, repeats=1, turing=True), actor="test")
     store.create_study("other study", [spec], DesignParams(slices_per_case=2), actor="test")
     store.close()
@@ -183,16 +184,17 @@ def test_report_review_export_and_audit(store):
     assert not rep.exception and not rep.error
     assert any("Headline" == s.value for s in rep.subheader)
     assert any("Fleiss" in m.value for m in rep.markdown)
+    assert any("STAND-IN" in w.value for w in rep.warning)  # the demo study's automatic contour is the stand-in
     # review: accept the manual contour, recorded for this admin
     rv = page("3_Review.py", admin=admin)
     assert not rv.exception and not rv.error
-    rv.radio(key="review_pick").set_value("Accept the manual contour")
-    next(b for b in rv.button if b.label == "Record verdict").click().run()
+    next(r for r in rv.radio if r.label == "Manual contour").set_value("accept")
+    next(b for b in rv.button if b.label == "Save decision").click().run()
     assert not rv.exception and not rv.error, [e.value for e in rv.error]
     rows = store.reviews_table("demo study")  # newest first
-    assert rows and rows[0]["accepted_source"] == "manual"
+    assert rows and rows[0]["accepted_source"] == "manual" and rows[0]["case_review_id"] is not None
     assert (rows[0]["reviewer_kind"], rows[0]["rater_name"]) == ("admin", "alice")
-    assert any(r["action"] == "review.recorded" and r["actor"] == "alice" for r in store.audit_log(limit=5))
+    assert any(r["action"] == "case_review.recorded" and r["actor"] == "alice" for r in store.audit_log(limit=5))
     # the admin reviews as an admin: no rater record, no items, progress counts real raters only
     raters = store.raters("demo study")
     assert not any(r.display_name.startswith("reviewer:") for r in raters)
@@ -211,6 +213,14 @@ def test_report_review_export_and_audit(store):
     st_ = page("6_Study_setup.py", admin=admin)
     assert not st_.exception and not st_.error
     names = [str(v) for d in st_.dataframe for v in d.value.get("name", [])]
+    assert any("STAND-IN" in w.value for w in st_.warning)
+    # with the shipped model installed, a new study's automatic contour is the model's unless the admin picks otherwise
+    from lungseg.tumour.segment import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.exists():
+        assert st_.radio(key="new_automatic").value.startswith("Tumour model (lungseg_unet")
+    kinds = [str(v) for d in st_.dataframe for v in d.value.get("automatic contour", [])]
+    assert kinds and all(k.startswith("stand-in") for k in kinds)
     assert "Dr Report" in names and "reviewer:alice" not in names
 
 
@@ -221,7 +231,7 @@ def test_export_cli_db_case_form(store, tmp_path):
     import SimpleITK as sitk
 
     from lungseg.cli import export as export_cli
-    from lungseg.study_material import demo_loaded
+    from lungseg.imaging.phantom import demo_case
 
     if not store.reviews_table("demo study"):
         pytest.skip("needs the review recorded by test_report_review_export_and_audit")
@@ -231,6 +241,42 @@ def test_export_cli_db_case_form(store, tmp_path):
     args = parser.parse_args(["export", "--db", str(store.path), "--case", "demo-phantom", "--study", "demo study",
                               "--format", "nifti", "--out", str(out)])
     assert args.func(args) == 0
-    _, truth = demo_loaded()
+    _, truth = demo_case()
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     assert written.sum() == truth.sum()
+
+
+def test_export_cli_exports_only_the_accepted_lesions(store, tmp_path):
+    """A lesion-by-lesion review of a study case (the viewer's review component) is the case's verdict:
+    ``export --db`` writes only the accepted lesion, and the report counts it."""
+    import argparse
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lungseg.cli import export as export_cli
+    from lungseg.study import ContourDecision
+    from lungseg.study.cases import open_study_case
+
+    admin = _admin(store)
+    meta = next(r["metadata"] for r in store.cases("demo study") if r["case_id"] == "demo-phantom")
+    case = open_study_case("demo-phantom", meta)
+    assert case.automatic.lesions  # the stand-in has at least one lesion
+    review = store.record_case_review(
+        case.key, case.label, admin, [ContourDecision("automatic", True, lesions=(1,)), ContourDecision("manual", False)],
+        comment="lesion 1 only", source=case.source, study="demo study", case_id="demo-phantom")
+    latest = store.latest_review("demo study", "demo-phantom")
+    assert latest["accepted_source"] == "automatic" and latest["case_review_id"] == review.id
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers())
+    out = tmp_path / "lesion1.nii.gz"
+    args = parser.parse_args(["export", "--db", str(store.path), "--case", "demo-phantom", "--study", "demo study",
+                              "--format", "nifti", "--out", str(out)])
+    assert args.func(args) == 0
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
+    expected = case.automatic.lesion_mask((1,))
+    assert written.sum() == expected.sum() > 0
+    if len(case.automatic.lesions) > 1:
+        assert written.sum() < case.automatic.mask.sum()
+    # the demo is on its canonical grid, so the written voxels are the lesion's voxels
+    assert np.array_equal(written, expected)

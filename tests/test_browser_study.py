@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from lungseg.study import DesignParams, StudyStore, authenticate_rater, set_admin_password
-from lungseg.study_material import AUTO_PERTURBED, DEMO_SOURCE, case_spec
+from lungseg.case import AutomaticSource, CaseSource
+from lungseg.study.cases import study_case
 from browser_harness import app_server, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -20,7 +21,7 @@ def study(tmp_path_factory):
     d = tmp_path_factory.mktemp("bstudy")
     store = StudyStore(d / "lungseg.db")
     set_admin_password(store, ADMIN, PASSWORD)
-    spec, _ = case_spec("demo-phantom", {"source": DEMO_SOURCE, "roi": "phantom truth", "automatic": AUTO_PERTURBED})
+    spec, _ = study_case("demo-phantom", CaseSource.demo(AutomaticSource("stand-in")))
     store.create_study("browser study", [spec], DesignParams(slices_per_case=8), actor="test")
     rater = store.invite_rater("browser study", "Dr Browser", "Radiologist", actor="test")
     revoked = store.invite_rater("browser study", "Dr Gone", "Radiologist", actor="test")
@@ -154,10 +155,16 @@ def test_admin_report_review_export(page, server, study):
     expect(page.get_by_text("Headline", exact=True)).to_be_visible(timeout=60_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
     nav(page, "Review")
-    expect(page.get_by_text("Automatic", exact=True)).to_be_visible(timeout=60_000)
-    page.get_by_text("Accept the manual contour").click()
-    page.get_by_role("button", name="Record verdict").click()
-    expect(page.get_by_text(re.compile("Recorded: accept the manual contour"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="Save decision")).to_be_visible(timeout=120_000)
+    page.locator('[data-testid="stRadio"]').filter(has_text="Manual contour").get_by_text("accept", exact=True).click()
+    page.get_by_role("button", name="Save decision").click()
+    expect(page.get_by_text(re.compile("Latest decision by alice"))).to_be_visible(timeout=60_000)
+    store = StudyStore(study["db"])
+    try:
+        verdict = store.latest_review("browser study", "demo-phantom")
+    finally:
+        store.close()
+    assert (verdict["accepted_source"], verdict["rater_name"]) == ("manual", ADMIN)
     nav(page, "Export")
     page.get_by_role("button", name="Prepare NIfTI file").click()
     button = page.get_by_role("button", name=re.compile(r"Download demo-phantom-GTV-manual\.nii\.gz"))

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from lungseg.cli import main
-from lungseg.export import (FORMATS, RTSTRUCT_STORAGE, ExportError, export_mask, mask_contours, with_dicom_series,
-                            write_ct_series)
+from lungseg.export import (FORMATS, RTSTRUCT_STORAGE, ExportError, export_mask, export_masks, mask_contours,
+                            with_dicom_series, write_ct_series)
 from lungseg.imaging.io import load_ct, load_label, load_rtstruct, load_seg
 from lungseg.metrics import dice
 from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
@@ -128,6 +128,71 @@ def test_dicom_export_of_demo_tumour_all_formats(phantom, phantom_dicom, tmp_pat
         assert np.array_equal(back, phantom.tumour), fmt  # exact, RTSTRUCT included
 
 
+def test_several_masks_in_one_object_all_formats(phantom, phantom_dicom, tmp_path):
+    """One SEG with a segment per mask, one structure set with an ROI per mask, one label image 1..n."""
+    masks = {"Lung L": phantom.left_lung, "Lung R": phantom.right_lung, "GTV-1": phantom.tumour}
+    for fmt in FORMATS:
+        path = export_masks(phantom_dicom, masks, fmt, tmp_path / fmt)
+        for value, (name, mask) in enumerate(masks.items(), start=1):
+            if fmt in ("nifti", "nrrd"):
+                back = load_label(path, phantom_dicom, value)
+            else:
+                back = reimport(path, phantom_dicom, fmt, name)
+            assert np.array_equal(back, mask), (fmt, name)  # exact, each mask on its own
+    seg = pydicom.dcmread(tmp_path / "seg" / "Lung_L_Lung_R_GTV-1.seg.dcm")
+    assert [(s.SegmentNumber, s.SegmentLabel) for s in seg.SegmentSequence] == [(1, "Lung L"), (2, "Lung R"), (3, "GTV-1")]
+    assert np.array_equal(load_seg(seg, phantom_dicom), phantom.lungs | phantom.tumour)
+    rs = pydicom.dcmread(tmp_path / "rtstruct" / "Lung_L_Lung_R_GTV-1.rtstruct.dcm")
+    assert [r.ROIName for r in rs.StructureSetROISequence] == list(masks)
+    assert [o.RTROIInterpretedType for o in rs.RTROIObservationsSequence] == ["ORGAN", "ORGAN", "GTV"]
+    assert [c.ReferencedROINumber for c in rs.ROIContourSequence] == [1, 2, 3]
+
+
+def test_several_masks_with_their_own_sources(phantom, phantom_dicom, tmp_path):
+    """An accepted automatic contour and an accepted manual one in one object, each marked as what it is."""
+    masks = {"GTV-auto": phantom.tumour, "GTV-1": phantom.tumour}
+    sources = {"GTV-auto": "automatic", "GTV-1": "manual"}
+    seg = pydicom.dcmread(export_masks(phantom_dicom, masks, "seg", tmp_path / "s.dcm", sources=sources),
+                          stop_before_pixels=True)
+    assert [s.SegmentAlgorithmType for s in seg.SegmentSequence] == ["AUTOMATIC", "MANUAL"]
+    assert "SegmentationAlgorithmIdentificationSequence" not in seg.SegmentSequence[1]
+    rs = pydicom.dcmread(export_masks(phantom_dicom, masks, "rtstruct", tmp_path / "r.dcm", sources=sources))
+    assert [r.ROIGenerationAlgorithm for r in rs.StructureSetROISequence] == ["AUTOMATIC", "MANUAL"]
+    with pytest.raises(ExportError, match="not exported: Lung L"):
+        export_masks(phantom_dicom, masks, "seg", tmp_path, sources={"Lung L": "manual"})
+    with pytest.raises(ExportError, match="automatic or manual"):
+        export_masks(phantom_dicom, masks, "rtstruct", tmp_path, sources={"GTV-1": "robot"})
+
+
+def test_several_masks_refusals(phantom, phantom_dicom, tmp_path):
+    empty = np.zeros(phantom_dicom.volume.shape, bool)
+    with pytest.raises(ExportError, match="overlaps"):
+        export_masks(phantom_dicom, {"Lungs": phantom.lungs, "Lung L": phantom.left_lung}, "nifti", tmp_path)
+    with pytest.raises(ExportError, match="'GTV-2' is empty"):
+        export_masks(phantom_dicom, {"GTV-1": phantom.tumour, "GTV-2": empty}, "rtstruct", tmp_path)
+    with pytest.raises(ExportError, match="at least one"):
+        export_masks(phantom_dicom, {}, "seg", tmp_path)
+    with pytest.raises(ExportError, match="given twice"):
+        export_masks(phantom_dicom, {"GTV": phantom.tumour, " GTV ": phantom.tumour}, "seg", tmp_path)
+    with pytest.raises(ExportError, match="1 to 64"):
+        export_masks(phantom_dicom, {"x" * 65: phantom.tumour}, "rtstruct", tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written for a refused export
+
+
+def test_ct_out_folder_reused_for_the_same_ct_and_refused_for_another(phantom, flipped_nifti, tmp_path):
+    first = with_dicom_series(flipped_nifti, tmp_path / "ct")
+    again = with_dicom_series(flipped_nifti, tmp_path / "ct")
+    assert again.dicom.sop_instance_uids == first.dicom.sop_instance_uids  # not rewritten: earlier exports stay valid
+    other = synthetic_chest_ct(PhantomSpec(shape_zyx=(20, 96, 96), spacing_zyx=(5.0, 3.5, 3.5), noise_hu=5.0, seed=9))
+    sitk.WriteImage(other.ct.to_sitk(), str(tmp_path / "other.nii.gz"))
+    with pytest.raises(ExportError, match="not empty"):
+        with_dicom_series(load_ct(tmp_path / "other.nii.gz"), tmp_path / "ct")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("x")
+    with pytest.raises(ExportError, match="not empty"):
+        with_dicom_series(flipped_nifti, tmp_path / "notes")
+
+
 def test_reversed_slice_order_series(phantom, tmp_path):
     """A series whose rows run anterior-ward and whose slice normal points to the feet."""
     flipped = sitk.DICOMOrient(phantom.ct.to_sitk(), "LAI")
@@ -221,6 +286,23 @@ def test_lung1_gtv_roundtrip_references_the_real_ct(load_case, tmp_path):
         assert not differing, f"not copied: {differing}"
 
 
+def test_lung1_003_three_gtvs_in_one_structure_set_and_one_seg(load_case, tmp_path):
+    ct, rtstruct = load_case("LUNG1-003")
+    gtvs = {name: load_rtstruct(rtstruct, ct, name) for name in ("GTV-1", "GTV-2", "GTV-3")}
+    ml = {name: m.sum() * ct.volume.voxel_volume_ml for name, m in gtvs.items()}
+    assert ml == pytest.approx({"GTV-1": 34.7, "GTV-2": 38.6, "GTV-3": 8.7}, abs=0.5)  # the archive's reference volumes
+    seg_path = export_masks(ct, gtvs, "seg", tmp_path)
+    rs_path = export_masks(ct, gtvs, "rtstruct", tmp_path)
+    assert seg_path.name == "GTV-1_GTV-2_GTV-3.seg.dcm" and rs_path.name == "GTV-1_GTV-2_GTV-3.rtstruct.dcm"
+    for number, (name, gtv) in enumerate(gtvs.items(), start=1):
+        assert np.array_equal(load_seg(seg_path, ct, name), gtv), name
+        assert np.array_equal(load_seg(seg_path, ct, number), gtv), number
+        assert np.array_equal(load_rtstruct(rs_path, ct, name), gtv), name
+    rs = pydicom.dcmread(rs_path)
+    assert len(rs.StructureSetROISequence) == 3 and rs.FrameOfReferenceUID == ct.dicom.frame_of_reference_uid
+    assert {r.ReferencedFrameOfReferenceUID for r in rs.StructureSetROISequence} == {ct.dicom.frame_of_reference_uid}
+
+
 # --------------------------------------------------------------------------------------------
 # refusals
 
@@ -274,3 +356,26 @@ def test_cli_export(phantom, flipped_nifti, tmp_path, capsys):
     sitk.WriteImage(sitk.Image([4, 4, 4], sitk.sitkUInt8), str(bad))
     assert main(["export", str(src), "--mask", str(bad), "--format", "nifti", "--out", str(tmp_path / "b.nii.gz")]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_cli_export_several_masks_in_one_structure_set(phantom, flipped_nifti, tmp_path, capsys):
+    src = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.DICOMOrient(phantom.ct.to_sitk(), "RAS"), str(src))
+    files = {}
+    for name, mask in (("GTV-1", phantom.tumour), ("Lung L", phantom.left_lung)):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        sitk.WriteImage(flipped_nifti.mask_to_source(mask), str(files[name]))
+    args = ["export", str(src), "--mask", str(files["GTV-1"]), "--name", "GTV-1", "--mask", str(files["Lung L"]),
+            "--name", "Lung L", "--format", "rtstruct", "--out", str(tmp_path / "rs.dcm"), "--ct-out", str(tmp_path / "ct")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "GTV-1" in out and "Lung L" in out
+    ct = load_ct(tmp_path / "ct")
+    assert np.array_equal(load_rtstruct(tmp_path / "rs.dcm", ct, "GTV-1"), phantom.tumour)
+    assert np.array_equal(load_rtstruct(tmp_path / "rs.dcm", ct, "Lung L"), phantom.left_lung)
+
+    two_masks_one_name = ["export", str(src), "--mask", str(files["GTV-1"]), "--mask", str(files["Lung L"]),
+                          "--name", "GTV-1", "--format", "seg", "--out", str(tmp_path / "x.dcm")]
+    assert main(two_masks_one_name) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "one --name per --mask" in err and "\n" not in err

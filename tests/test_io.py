@@ -270,3 +270,78 @@ def test_label_file_geometry_checks(tmp_path, data_dir):
     sitk.WriteImage(far, str(tmp_path / "far.nii.gz"))
     with pytest.raises(ContourError, match="does not overlap"):
         load_label(tmp_path / "far.nii.gz", ct)
+
+
+# ---------------------------------------------------------------- DICOM SEG
+
+
+@pytest.fixture(scope="module")
+def small_dicom_ct(tmp_path_factory):
+    """A small chest phantom written as a DICOM CT series, with its source files read back."""
+    import pydicom
+
+    from lungseg.export import write_ct_series
+    from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+
+    ph = synthetic_chest_ct(PhantomSpec(shape_zyx=(8, 48, 48), spacing_zyx=(5.0, 7.0, 7.0), noise_hu=5.0))
+    files = write_ct_series(ph.ct, tmp_path_factory.mktemp("seg-ct"))
+    return load_ct(files[0].parent), [pydicom.dcmread(f) for f in files]
+
+
+def _seg(images, pixels, seg_type, labels=("GTV",)):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    segments = [hd.seg.SegmentDescription(i, name, codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
+                                          hd.seg.SegmentAlgorithmTypeValues.MANUAL) for i, name in enumerate(labels, 1)]
+    return hd.seg.Segmentation(images, pixels, seg_type, segments, hd.UID(), 1, hd.UID(), 1, "test", "test", "1", "0")
+
+
+def test_fractional_seg_below_the_threshold_is_outside(small_dicom_ct, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from lungseg.imaging.io import SEG_FRACTIONAL_THRESHOLD, load_seg
+
+    ct, images = small_dicom_ct
+    prob = np.zeros(ct.volume.shape, np.float32)  # the series is on the canonical grid: frame k is slice k
+    prob[2:5, 10:20, 10:20] = 0.9
+    prob[3, 12:16, 12:16] = 0.55  # just above the threshold: inside
+    prob[2:6, 30:40, 25:35] = 0.3  # a low-probability halo elsewhere: outside
+    prob[6, 30:34, 25:29] = 0.45  # just below: outside
+    path = tmp_path / "fractional.seg.dcm"
+    _seg(images, prob, hd.seg.SegmentationTypeValues.FRACTIONAL).save_as(path)
+    assert SEG_FRACTIONAL_THRESHOLD == 0.5
+    mask = load_seg(path, ct)
+    assert np.array_equal(mask, prob >= 0.5)
+    stored = pydicom.dcmread(path).pixel_array
+    assert (stored > 0).sum() > mask.sum()  # the file does hold the sub-threshold voxels "> 0 is inside" would take
+
+
+def test_binary_seg_segments_by_name_and_number_and_refusals(small_dicom_ct, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from lungseg.imaging.io import load_seg
+
+    ct, images = small_dicom_ct
+    a = np.zeros(ct.volume.shape + (2,), bool)
+    a[1:3, 5:15, 5:15, 0] = True  # segment 1 on slices 1-2
+    a[6, 20:30, 20:30, 1] = True  # segment 2 on one slice only (empty frames omitted)
+    path = tmp_path / "binary.seg.dcm"
+    _seg(images, a, hd.seg.SegmentationTypeValues.BINARY, ("GTV-1", "Lung L")).save_as(path)
+    assert np.array_equal(load_seg(path, ct, "gtv 1"), a[..., 0])
+    assert np.array_equal(load_seg(path, ct, 2), a[..., 1])
+    assert np.array_equal(load_seg(path, ct), a.any(axis=-1))
+    with pytest.raises(ContourError, match="not found; the SEG holds: GTV-1, Lung L"):
+        load_seg(path, ct, "Heart")
+    ds = pydicom.dcmread(path)
+    ds.FrameOfReferenceUID = "1.2.3.4.5"
+    with pytest.raises(ContourError, match="another frame of reference"):
+        load_seg(ds, ct)
+    ds = pydicom.dcmread(path)
+    for fg in ds.PerFrameFunctionalGroupsSequence:  # the whole SEG moved 100 mm up: another scan
+        pos = fg.PlanePositionSequence[0].ImagePositionPatient
+        fg.PlanePositionSequence[0].ImagePositionPatient = [pos[0], pos[1], float(pos[2]) + 100]
+    with pytest.raises(ContourError, match="outside the CT"):
+        load_seg(ds, ct)

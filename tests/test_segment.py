@@ -91,9 +91,16 @@ def test_cli_lungs_and_segment_write_on_the_input_grid(tmp_path, phantom):
     out = sitk.ReadImage(str(tmp_path / "lungs.nii.gz"))
     assert out.GetDirection() == flipped.GetDirection() and out.GetOrigin() == flipped.GetOrigin()
     arr = sitk.GetArrayFromImage(out) > 0
-    # patient left lies at low stored x in this flipped file
-    left_truth = sitk.GetArrayFromImage(sitk.Flip(p.ct.to_sitk(p.left_lung.astype(np.uint8)), [True, False, False])) > 0
-    assert 2 * (arr & left_truth).sum() / (arr.sum() * 0 + left_truth.sum() * 2) > 0.9
+    # left against right: split the written mask at the spine by the file's own geometry (patient left is +x in
+    # LPS, at low stored x in this flipped file); each side must be that side's lung.  A mask written without
+    # being flipped back puts the larger right lung on the left and scores Dice 0.70 here.
+    x_mm = np.array([out.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in range(out.GetSize()[0])])
+    on_left = np.broadcast_to(x_mm > p.spine_x_mm, arr.shape)
+    in_file = lambda m: sitk.GetArrayFromImage(sitk.Flip(p.ct.to_sitk(m.astype(np.uint8)), [True, False, False])) > 0
+    left_truth, right_truth = in_file(p.left_lung), in_file(p.right_lung)
+    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice(arr & on_left, left_truth) > 0.95 and dice(arr & ~on_left, right_truth) > 0.95
+    assert (arr & on_left).sum() < 0.7 * (arr & ~on_left).sum()  # the phantom's left lung is the smaller (heart)
 
     model = UNet2D(base_channels=4, depth=2)
     save_model(model, tmp_path / "m.pt", {"in_plane_mm": 1.0})

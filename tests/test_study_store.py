@@ -328,7 +328,7 @@ def test_migration_from_v2_keeps_reviews_and_votes_and_folds_hidden_reviewers(tm
 
 
 def test_failed_migration_leaves_v2_untouched(tmp_path, monkeypatch):
-    from lungseg.study import store as store_mod
+    from lungseg.study import schema as store_mod
 
     path = tmp_path / "v2.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -477,11 +477,14 @@ def test_import_missing_file(store, tmp_path):
 def test_cli_full_cycle(tmp_path, capsys):
     db = str(tmp_path / "cli.db")
     cases = tmp_path / "cases.json"
-    cases.write_text('[{"case_id": "A", "slices": [1,2,3,4,5,6], "metadata": {"slice_thickness_mm": 1}},'
-                     ' {"case_id": "B", "slices": [7, 8, 9]}]')
-    assert cli_main(["study", "create", "--db", db, "--name", "demo", "--cases", str(cases),
+    cases.write_text('[{"case_id": "A", "ct": "demo", "automatic": {"kind": "stand-in"}, "metadata": {"location": "RUL"}},'
+                     ' {"case_id": "B", "ct": "demo", "automatic": {"kind": "stand-in"}}]')
+    assert cli_main(["study", "create", "demo", "--db", db, "--cases", str(cases),
                      "--slices-per-case", "3", "--repeats", "1", "--turing"]) == 0
-    assert "6 cases" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "created study 'demo' (id 1): 2 cases, 7 items" in captured.out
+    assert "A: " in captured.out and "automatic: stand-in" in captured.out  # the stand-in is named as such
+    assert "note: 2 case(s) use the stand-in automatic contour" in captured.err
     assert cli_main(["study", "invite", "--db", db, "--study", "demo", "--name", "Dr X", "--group", "Radiologist",
                      "--expires-days", "3"]) == 0
     out = capsys.readouterr().out

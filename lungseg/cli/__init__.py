@@ -5,32 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from lungseg.errors import LungsegError
 
 
-def _write_mask(loaded, mask, path: str) -> None:
-    import SimpleITK as sitk
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(loaded.mask_to_source(mask), str(out), useCompression=True)
-
-
 def cmd_lungs(args: argparse.Namespace) -> int:
-    from lungseg.imaging.io import load_ct
-    from lungseg.lungs import isolate
+    from lungseg.case import NoCache, ResultCache, open_case_progressively
+    from lungseg.cli.common import case_source, write_mask
 
     t0 = time.perf_counter()
-    loaded = load_ct(args.input, series_uid=args.series)
+    source = case_source(args, default_manual=False)
+    stages = open_case_progressively(source, cache=NoCache() if args.no_cache else ResultCache())
+    case = next(stages)  # the CT
     t1 = time.perf_counter()
-    result = isolate(loaded.volume)
+    case = next(stages)  # lung isolation; the tumour stage is never run
     t2 = time.perf_counter()
-    _write_mask(loaded, result.lungs, args.out)
+    stages.close()
+    write_mask(case.ct, case.lungs.lungs, args.out)
     if args.region_out:
-        _write_mask(loaded, result.lung_region, args.region_out)
-    print(f"{loaded.label}: {result.summary()}; load {t1 - t0:.2f} s, isolation {t2 - t1:.2f} s; wrote {args.out}")
+        write_mask(case.ct, case.lungs.lung_region, args.region_out)
+    how = " (cached)" if case.from_cache else ""
+    print(f"{case.label}: {case.lungs.summary()}; load {t1 - t0:.2f} s, isolation {t2 - t1:.2f} s{how}; wrote {args.out}")
     return 0
 
 
@@ -39,15 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lungs", help="lung isolation: tight lungs mask and lung region")
-    p.add_argument("input", help="DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file")
+    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
     p.add_argument("--out", required=True, help="tight lungs mask (uint8, on the input's grid)")
     p.add_argument("--region-out", help="lung region mask (mirrored and dilated)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.set_defaults(func=cmd_lungs)
 
-    from lungseg.cli import export, segment, study
+    from lungseg.cli import export, review, segment, study
 
-    for group in (segment, study, export):
+    for group in (segment, review, study, export):
         group.register(sub)
     return parser
 

@@ -2,14 +2,22 @@
 
     python -m lungseg export INPUT --mask MASK.nii.gz --format nifti|nrrd|seg|rtstruct --out PATH
                              [--name GTV-auto] [--source automatic|manual] [--ct-out DIR] [--series UID]
+    python -m lungseg export INPUT --mask M1 --name GTV-1 --mask M2 --name GTV-2 --format rtstruct --out PATH
     python -m lungseg export --db DB --case ID [--study NAME] --format ... --out PATH [--ct-out DIR]
+    python -m lungseg export INPUT --db DB --accepted [--roi NAME] --format ... --out PATH [--contour automatic|manual]
 
-With ``--db`` the mask is the accepted contour of the case (its latest clinical review), recomputed
+With ``INPUT --db DB --accepted`` the contour(s) accepted in the latest review of that case (``review``, or
+the viewer) are written: SEG and RTSTRUCT hold every accepted contour, NIfTI/NRRD one.
+
+With ``--db --case`` the mask is the accepted contour of the case (its latest clinical review), recomputed
 from the case's source recorded in the study database; ``--source`` then follows the review.
 
 MASK is a label image on the input's grid (any voxel > 0 is inside), read with
-:func:`lungseg.imaging.io.load_label`.  For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes
-the CT as a new DICOM series there and the export references it.  Nothing printed names the patient.
+:func:`lungseg.imaging.io.load_label`.  Several ``--mask`` (each with its own ``--name``, in the same
+order) are written as one object: one SEG with a segment each, one structure set with an ROI each.
+For SEG/RTSTRUCT of a non-DICOM input, ``--ct-out DIR`` first writes the CT as a new DICOM series
+there and the export references it (a later export with the same DIR reuses that series).  Nothing
+printed names the patient.
 """
 
 from __future__ import annotations
@@ -23,28 +31,33 @@ import numpy as np
 from lungseg.errors import InputError
 
 
-def _mask_from_args(args: argparse.Namespace, loaded) -> np.ndarray:
-    """The mask to export, on ``loaded.volume``'s canonical grid.
+def _mask_from_args(args: argparse.Namespace, loaded) -> dict[str, np.ndarray]:
+    """The masks to export by name, on ``loaded.volume``'s canonical grid (``--mask`` / ``--name`` pairs).
 
-    Hook for the study database: a ``--db DB --case ID`` form (the accepted mask of a case) will
-    be added here by the study module; for now only ``--mask FILE`` exists.
+    Hook for the study database: the ``--db DB --case ID`` form (the accepted mask of a case) is
+    handled in :func:`cmd_export`.
     """
     from lungseg.imaging.io import load_label
 
-    if getattr(args, "mask", None):
-        return load_label(args.mask, loaded)
-    raise InputError("give the mask to export with --mask FILE, or --db DB --case ID")
+    files = args.mask or []
+    if not files:
+        raise InputError("give the mask to export with --mask FILE, or --db DB --case ID")
+    names = args.name or (["GTV-auto"] if len(files) == 1 else [])
+    if len(names) != len(files):
+        raise InputError(f"{len(files)} --mask but {len(args.name or [])} --name: give one --name per --mask, in order")
+    return {name: load_label(f, loaded) for name, f in zip(names, files)}
 
 
 def _accepted_from_db(args: argparse.Namespace):
     """``--db DB --case ID [--study NAME]``: (LoadedCT, mask, source) of the case's accepted contour.
 
-    The latest review of the case (by a rater or an admin) decides which contour (automatic or
-    manual); the contour is recomputed from the case's source recorded in the study (see
-    :mod:`lungseg.study_material`), not read from any cache, so the CLI needs no app state.
+    The latest verdict on the case (by a rater or an admin) decides which contour (automatic or
+    manual), and, when it came from a lesion-by-lesion review, which lesions.  The case is opened
+    from its record in the study (:mod:`lungseg.study.cases`), so the CLI needs no app state.
     """
+    from lungseg.case import with_dicom_headers
     from lungseg.study import StudyStore
-    from lungseg.study_material import load_material
+    from lungseg.study.cases import open_study_case, verdict_mask
 
     store = StudyStore(args.db)
     try:
@@ -56,36 +69,72 @@ def _accepted_from_db(args: argparse.Namespace):
             raise InputError(f"case {args.case} is in several studies: name one with --study")
         st, row = hits[0]
         rev = store.latest_review(st.id, args.case)  # rater or admin verdict
+        review = store.case_review(rev["case_review_id"]) if rev and rev.get("case_review_id") else None
     finally:
         store.close()
     if rev is None or rev["accepted_source"] not in ("automatic", "manual"):
         raise InputError(f"case {args.case} has no accepted contour (review it first)")
-    mat = load_material(args.case, row["metadata"])
-    return mat.loaded, mat.mask(rev["accepted_source"]), rev["accepted_source"]
+    case = open_study_case(args.case, row["metadata"])
+    loaded = with_dicom_headers(case.ct) if args.format in ("seg", "rtstruct") else case.ct
+    return loaded, verdict_mask(case, rev, review), rev["accepted_source"]
+
+
+def _export_accepted(args: argparse.Namespace) -> int:
+    from lungseg import review
+    from lungseg.case import open_case
+    from lungseg.cli.common import case_source
+    from lungseg.study import StudyStore
+
+    t0 = time.perf_counter()
+    case = open_case(case_source(args))
+    with StudyStore(args.db) as store:
+        latest = review.latest(store, case)
+    if latest is None:
+        raise InputError(f"{case.label}: no review of this case in {args.db} (review it first)")
+    paths = review.export_accepted(case, latest, args.format, args.out, contour=args.contour, ct_out=args.ct_out,
+                                   description=args.description)
+    names = ", ".join(review.accepted_masks(case, latest))
+    print(f"{case.label}: wrote {args.format} {', '.join(map(str, paths))} ({names}; reviewed by {latest.reviewer} "
+          f"at {latest.decided_at}) in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _ct_of(args: argparse.Namespace):
+    """The CT of INPUT through the case cache (only its first stage: no lungs, no model)."""
+    from lungseg.case import open_case_progressively, with_dicom_headers
+    from lungseg.cli.common import case_source
+
+    stages = open_case_progressively(case_source(args, default_manual=False))
+    case = next(stages)
+    stages.close()
+    return with_dicom_headers(case.ct)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lungseg.export import export_mask, with_dicom_series
-    from lungseg.imaging.io import load_ct
+    from lungseg.export import export_masks, with_dicom_series
 
+    if args.accepted:
+        if not (args.db and args.input):
+            raise InputError("--accepted needs INPUT and --db DB")
+        return _export_accepted(args)
     t0 = time.perf_counter()
     if getattr(args, "db", None):
         if not args.case:
             raise InputError("--db needs --case ID")
         loaded, mask, args.source = _accepted_from_db(args)
+        masks = {(args.name or ["GTV-auto"])[0]: mask}
     else:
         if not args.input:
             raise InputError("give the CT to export onto")
-        loaded = load_ct(args.input, series_uid=args.series)
-        mask = _mask_from_args(args, loaded)
+        loaded = _ct_of(args)
+        masks = _mask_from_args(args, loaded)
     if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
         loaded = with_dicom_series(loaded, args.ct_out)
         print(f"{loaded.label}: wrote the CT as a DICOM series in {args.ct_out}")
-    path = export_mask(loaded, mask, args.format, Path(args.out), name=args.name, description=args.description,
-                       source=args.source)
-    n = int(mask.sum())
-    print(f"{loaded.label}: wrote {args.format} {path} ({n} voxels, {n * loaded.volume.voxel_volume_ml:.1f} ml) "
-          f"in {time.perf_counter() - t0:.2f} s")
+    path = export_masks(loaded, masks, args.format, Path(args.out), description=args.description, source=args.source)
+    sizes = ", ".join(f"{name} {int(m.sum())} voxels, {int(m.sum()) * loaded.volume.voxel_volume_ml:.1f} ml"
+                      for name, m in masks.items())
+    print(f"{loaded.label}: wrote {args.format} {path} ({sizes}) in {time.perf_counter() - t0:.2f} s")
     return 0
 
 
@@ -93,13 +142,21 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT")
     p.add_argument("input", nargs="?", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file "
                    "(not with --db: the study records the case's CT)")
-    p.add_argument("--mask", help="label image on the input's grid (voxels > 0 are inside)")
-    p.add_argument("--db", help="study database: export the accepted contour of --case (latest review)")
+    p.add_argument("--mask", action="append", help="label image on the input's grid (voxels > 0 are inside); "
+                   "repeat for several masks in one object, each with its --name")
+    p.add_argument("--db", help="database: with --accepted, the reviews of INPUT; with --case, a study's case")
+    p.add_argument("--accepted", action="store_true", help="export what the latest review of INPUT accepted")
+    p.add_argument("--roi", help="with --accepted: the manual contour's ROI (default GTV-1, else the first GTV*)")
+    p.add_argument("--manual", help="with --accepted: the manual contour file, as given to review")
+    p.add_argument("--automatic", help="with --accepted: the automatic contour file, as given to review")
+    p.add_argument("--automatic-roi", help="with --accepted: ROI/segment of --automatic")
+    p.add_argument("--model", help="with --accepted: the model weights, as given to review")
+    p.add_argument("--contour", choices=("automatic", "manual"), help="with --accepted: only this accepted contour")
     p.add_argument("--case", help="with --db: the case id")
     p.add_argument("--study", help="with --db: the study name when the case is in several")
     p.add_argument("--format", required=True, choices=("nifti", "nrrd", "seg", "rtstruct"))
     p.add_argument("--out", required=True, help="output file (or folder: named after --name)")
-    p.add_argument("--name", default="GTV-auto", help="segment / ROI name (default GTV-auto)")
+    p.add_argument("--name", action="append", help="segment / ROI name, one per --mask in order (default GTV-auto)")
     p.add_argument("--description", help="series / structure set description")
     p.add_argument("--source", default="automatic", choices=("automatic", "manual"),
                    help="whether the mask is the automatic U-Net result or a manual contour")

@@ -14,31 +14,29 @@ from lungseg.errors import LungsegError
 
 
 def cmd_segment(args) -> int:
-    import SimpleITK as sitk
-
-    from lungseg.imaging.io import load_ct
-    from lungseg.tumour.lesions import lesion_table
-    from lungseg.lungs import isolate
-    from lungseg.tumour.segment import DEFAULT_MODEL, PostProcess, TumourPredictor
+    from lungseg.case import NoCache, ResultCache, default_predictor, open_case_progressively
+    from lungseg.cli.common import case_source, write_mask
+    from lungseg.tumour.segment import PostProcess
 
     t0 = time.perf_counter()
-    predictor = TumourPredictor(args.model or DEFAULT_MODEL, args.device)
-    loaded = load_ct(args.input, series_uid=args.series)
-    t1 = time.perf_counter()
-    lungs = isolate(loaded.volume)
-    t2 = time.perf_counter()
-    pred = predictor.predict(loaded.volume, lungs, PostProcess(threshold=args.threshold, min_volume_ml=args.min_volume_ml,
-                                                               keep_largest=args.keep_largest))
-    t3 = time.perf_counter()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(loaded.mask_to_source(pred.mask), args.out, useCompression=True)
+    predictor = default_predictor(args.model, args.device)
+    source = case_source(args, default_manual=False)
+    post = PostProcess(threshold=args.threshold, min_volume_ml=args.min_volume_ml, keep_largest=args.keep_largest)
+    stages = open_case_progressively(source, predictor, cache=NoCache() if args.no_cache else ResultCache(), post=post)
+    times = [t0]
+    for case in stages:
+        times.append(time.perf_counter())
+    load, lungs, unet = (times[1] - times[0]), (times[2] - times[1]), (times[3] - times[2])
+    write_mask(case.ct, case.automatic.mask, args.out)
     if args.prob_out:
-        sitk.WriteImage(loaded.mask_to_source(pred.probability.astype(np.float32)), args.prob_out, useCompression=True)
-    lesions = lesion_table(pred.mask, loaded.volume, lungs.spine_x)
+        probability = predictor.predict(case.volume, case.lungs, post).probability
+        write_mask(case.ct, probability.astype(np.float32), args.prob_out)
     t4 = time.perf_counter()
+    lesions = case.lesions
     total = sum(l["volume_ml"] for l in lesions)
-    print(f"{loaded.label}: {len(lesions)} lesion(s), {total:.1f} ml; load {t1 - t0:.2f} s, lungs {t2 - t1:.2f} s, "
-          f"U-Net {t3 - t2:.2f} s ({pred.slices_per_second:.0f} slices/s on {predictor.device}), write {t4 - t3:.2f} s")
+    how = " (cached)" if case.from_cache else f" ({predictor.device})"
+    print(f"{case.label}: {len(lesions)} lesion(s), {total:.1f} ml; load {load:.2f} s, lungs {lungs:.2f} s, "
+          f"U-Net {unet:.2f} s{how}, write {t4 - times[3]:.2f} s")
     for l in lesions:
         print(f"  lesion {l['lesion']}: {l['volume_ml']:.1f} ml, {l['longest_axial_diameter_mm']:.0f} mm, "
               f"slices {l['first_slice']}-{l['last_slice']}, {l['side']}")
@@ -88,24 +86,18 @@ def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
     """Segment every case and compare with its reference; rows of metrics per case."""
     import csv
 
-    from lungseg.tumour.datasets import load_case_slices  # noqa: F401  (layouts documented there)
-    from lungseg.imaging.io import find_structure_set, load_ct, load_label, load_rtstruct
-    from lungseg.lungs import isolate
+    from lungseg.case import AutomaticSource, CaseSource, ManualSource, open_case
     from lungseg.metrics import evaluate_case
 
     rows = []
     for ref in cases:
-        ct = load_ct(ref.image, label=ref.case_id)
-        if ref.label is not None:
-            truth = load_label(ref.label, ct)
-        else:
-            truth = load_rtstruct(find_structure_set(ct).path, ct, ref.roi)
-        lungs = isolate(ct.volume)
-        pred = predictor.predict(ct.volume, lungs)
-        m = evaluate_case(pred.mask, truth, ct.volume.spacing_zyx)
-        m.update(case_id=ref.case_id, slice_thickness_mm=ct.volume.spacing[2],
-                 reference_ml=round(float(truth.sum() * ct.volume.voxel_volume_ml), 2),
-                 reference_in_region=round(float((truth & lungs.lung_region).sum() / max(1, truth.sum())), 4))
+        manual = ManualSource("label", str(ref.label)) if ref.label is not None else ManualSource("rtstruct", None, ref.roi)
+        case = open_case(CaseSource(str(ref.image), AutomaticSource("model"), manual, label=ref.case_id), predictor)
+        truth, spacing = case.manual.mask, case.volume.spacing_zyx
+        m = evaluate_case(case.automatic.mask, truth, spacing)
+        m.update(case_id=ref.case_id, slice_thickness_mm=case.volume.spacing[2],
+                 reference_ml=round(float(truth.sum() * case.volume.voxel_volume_ml), 2),
+                 reference_in_region=round(float((truth & case.lungs.lung_region).sum() / max(1, truth.sum())), 4))
         rows.append(m)
     if out_csv and rows:
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +161,13 @@ def cmd_evaluate(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="tumour segmentation with the 2D U-Net")
-    p.add_argument("input")
-    p.add_argument("--out", required=True)
-    p.add_argument("--prob-out")
-    p.add_argument("--model")
+    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+    p.add_argument("--out", required=True, help="tumour mask (uint8, on the input's grid)")
+    p.add_argument("--prob-out", help="tumour probability (float32, on the input's grid)")
+    p.add_argument("--model", help="tumour model weights (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--series")
+    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--min-volume-ml", type=float, default=0.1)
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion (as the paper did)")

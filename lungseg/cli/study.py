@@ -72,21 +72,45 @@ def _pick_study(store: StudyStore, name: str | None) -> str:
 
 
 def _study_create(args: argparse.Namespace) -> int:
-    try:
-        data = json.loads(Path(args.cases).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StudyError(f"{args.cases}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, list):
-        raise StudyError(f"{args.cases}: expected a JSON list of cases")
-    cases = [CaseSpec.from_dict(c) for c in data]
+    """Validate every case record first (nothing is opened or written on a bad entry), then open
+    each case, then create the study in one transaction."""
+    from lungseg.study.cases import entry_name, one_line, read_case_records, study_case
+
+    name = _study_name(args)
+    path = Path(args.cases)
+    records = read_case_records(path)
+    specs: list[CaseSpec] = []
+    for n, record in enumerate(records, start=1):
+        try:
+            spec, case = study_case(record.case_id, record.source, metadata=record.metadata)
+        except (LungsegError, OSError, ValueError) as exc:
+            raise StudyError(f"{entry_name(path, n, {'case_id': record.case_id})}: {one_line(exc)}") from None
+        meta = spec.metadata.extra
+        version = f", model {meta['model_version']}" if meta.get("model_version") else ""
+        print(f"{record.case_id}: {len(spec.slices)} contoured slices; manual {meta['manual_name']}; "
+              f"automatic: {meta['automatic_description']}{version}")
+        specs.append(spec)
+    stand_ins = [r.case_id for r in records if r.source.automatic.kind == "stand-in"]
+    if stand_ins:
+        print(f"note: {len(stand_ins)} case(s) use the stand-in automatic contour (the manual contour dilated and "
+              f"shifted; demo/test only, not a model): {', '.join(stand_ins)}", file=sys.stderr)
     params = DesignParams(
         slices_per_case=args.slices_per_case, repeats=args.repeats, turing=args.turing, seed=args.seed
     )
     with _open(args) as store:
-        study = store.create_study(args.name, cases, params, actor=_actor())
+        study = store.create_study(name, specs, params, actor=_actor())
         n_items = len(store.item_specs(study.id))
-    print(f"created study {study.name!r} (id {study.id}): {len(cases)} cases, {n_items} items")
+    print(f"created study {study.name!r} (id {study.id}): {len(specs)} cases, {n_items} items")
     return 0
+
+
+def _study_name(args: argparse.Namespace) -> str:
+    if args.name and args.name_option and args.name != args.name_option:
+        raise StudyError("give the study name once: NAME or --name")
+    name = args.name or args.name_option
+    if not name:
+        raise StudyError("give the study name: python -m lungseg study create NAME --cases cases.json")
+    return name
 
 
 def _study_invite(args: argparse.Namespace) -> int:
@@ -197,9 +221,12 @@ def register(subparsers: Any) -> None:
     study = subparsers.add_parser("study", help="preference study: create, invite, report, import")
     s = study.add_subparsers(dest="study_command", metavar="COMMAND", required=True)
 
-    p = _leaf(s, "create", _study_create, "create a study from a cases JSON file")
-    p.add_argument("--name", required=True, help="study name")
-    p.add_argument("--cases", required=True, help="JSON list of {case_id, slices: [...], metadata: {...}}")
+    p = _leaf(s, "create", _study_create, "create a study from a JSON file of case records")
+    p.add_argument("name", nargs="?", metavar="NAME", help="study name")
+    p.add_argument("--name", dest="name_option", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cases", required=True,
+                   help='JSON list of {"case_id", "ct": PATH|"demo", "manual": {...}, "automatic": {"kind": '
+                        '"model"|"file"|"stand-in", ...}} (paths relative to the file; see the README)')
     p.add_argument("--slices-per-case", type=_positive_int, default=DesignParams.slices_per_case)
     p.add_argument("--repeats", type=_positive_int, default=0, help="items shown twice (intra-rater consistency)")
     p.add_argument("--turing", action="store_true", help="also ask which contour the computer drew")

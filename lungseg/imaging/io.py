@@ -653,15 +653,30 @@ def fill_polygons_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -
     return (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
 
 
+SEG_FRACTIONAL_THRESHOLD = 0.5  # a FRACTIONAL SEG voxel is inside from this value (after rescaling to 0..1)
+
+
 def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: str | int | None = None) -> np.ndarray:
-    """A DICOM SEG segment (by label or number; default: all segments) as a mask on the CT's grid."""
+    """A DICOM SEG segment (by label or number; default: all segments) as a mask on the CT's grid.
+
+    Read with highdicom: BINARY and LABELMAP voxels are inside when set; FRACTIONAL voxels
+    (probability or occupancy, rescaled by the Maximum Fractional Value) when at least
+    :data:`SEG_FRACTIONAL_THRESHOLD`.  Frames are placed by their position in the frame of
+    reference, so a SEG made on the same scan in any slice order or with empty frames omitted fits.
+    """
+    import highdicom as hd
+
     ds = seg if isinstance(seg, pydicom.Dataset) else _read_dicom(Path(seg), "SEG", pixels=True)
     if str(ds.get("Modality", "")) != "SEG":
         raise ContourError(f"not a DICOM SEG (modality {ds.get('Modality', '?')})")
     for_uid = str(ds.get("FrameOfReferenceUID", ""))
     if ct.dicom is not None and for_uid and ct.dicom.frame_of_reference_uid and for_uid != ct.dicom.frame_of_reference_uid:
         raise ContourError("the SEG references another frame of reference than this CT (another series or scan)")
-    labels = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in ds.SegmentSequence}
+    try:
+        hseg = hd.seg.Segmentation.from_dataset(ds, copy=isinstance(seg, pydicom.Dataset))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ContourError(f"not a readable DICOM SEG ({_first_line(exc)})") from None
+    labels = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in hseg.SegmentSequence}
     if segment is None:
         numbers = set(labels)
     elif isinstance(segment, int) or str(segment).isdigit():
@@ -670,45 +685,51 @@ def load_seg(seg: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, segment: st
         numbers = {n for n, name in labels.items() if name in match_roi(list(labels.values()), str(segment))}
     if not numbers:
         raise ContourError(f"segment {segment!r} not found; the SEG holds: {', '.join(labels.values())}")
-
-    frames = ds.pixel_array
-    if frames.ndim == 2:
-        frames = frames[None]
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
-    ps = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
-    row_dir, col_dir = iop[:3], iop[3:]
-    vol = ct.volume
-    mask = np.zeros(vol.shape, dtype=bool)
-    rows_n, cols_n = frames.shape[1:]
-    rr, cc = np.mgrid[0:rows_n, 0:cols_n]
-    placed = 0
-    for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        ident = fg.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
-        if not ident:
-            raise ContourError("the SEG does not say which segment a frame belongs to")
-        number = int(ident[0].ReferencedSegmentNumber)
-        if number not in numbers:
-            continue
-        frame = frames[i] > 0
-        if not frame.any():
-            placed += 1
-            continue
-        pos = np.array([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
-        sel = frame
-        pts = pos + np.outer(cc[sel] * ps[1], row_dir) + np.outer(rr[sel] * ps[0], col_dir)
-        idx = vol.physical_to_index(pts)
-        ridx = np.rint(idx)
-        if np.abs(idx - ridx).max() > 0.1:
-            raise ContourError("the SEG's pixel grid does not match the CT's grid; resample it onto the CT first")
-        ridx = ridx.astype(int)
-        inside = np.all((ridx >= 0) & (ridx < np.array(vol.shape)), axis=1)
-        if not inside.all():
-            raise ContourError("the SEG extends outside the CT volume (another scan?)")
-        mask[ridx[:, 0], ridx[:, 1], ridx[:, 2]] = True
-        placed += 1
-    if placed == 0:
+    if not numbers & _seg_frame_segments(hseg):
         raise ContourError(f"segment {segment!r} has no frames")
+    try:
+        volume = hseg.get_volume(segment_numbers=sorted(numbers), combine_segments=False, rescale_fractional=True)
+    except (ValueError, RuntimeError, AttributeError, KeyError, IndexError) as exc:
+        raise ContourError(f"the SEG's frames do not form a volume ({_first_line(exc)})") from None
+    if volume is None:
+        raise ContourError("the SEG's frames do not form a regularly spaced volume")
+    inside = _seg_inside(hseg, np.asarray(volume.array))
+    return _place_seg_voxels(np.argwhere(inside.any(axis=-1)), volume.affine, ct.volume)
+
+
+def _seg_frame_segments(hseg) -> set[int]:
+    """The segment numbers that have at least one frame (a LABELMAP SEG's frames hold every segment)."""
+    if "SegmentIdentificationSequence" in hseg.SharedFunctionalGroupsSequence[0]:
+        return {int(hseg.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence[0].ReferencedSegmentNumber)}
+    if str(hseg.get("SegmentationType", "")) == "LABELMAP":
+        return {int(s.SegmentNumber) for s in hseg.SegmentSequence}
+    return {int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for fg in hseg.PerFrameFunctionalGroupsSequence if "SegmentIdentificationSequence" in fg}
+
+
+def _seg_inside(hseg, values: np.ndarray) -> np.ndarray:
+    """Inside voxels of highdicom's per-segment volume (slices, rows, columns, segments)."""
+    import highdicom as hd
+
+    if hseg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL:
+        return values >= SEG_FRACTIONAL_THRESHOLD
+    return values > 0
+
+
+def _place_seg_voxels(sij: np.ndarray, affine: np.ndarray, vol: Volume) -> np.ndarray:
+    """SEG voxel indices (slice, row, column) → a mask on the CT's canonical grid, via patient space."""
+    mask = np.zeros(vol.shape, dtype=bool)
+    if len(sij) == 0:
+        return mask
+    pts = sij @ affine[:3, :3].T + affine[:3, 3]  # LPS mm
+    idx = vol.physical_to_index(pts)
+    ridx = np.rint(idx)
+    if np.abs(idx - ridx).max() > 0.1:
+        raise ContourError("the SEG's pixel grid does not match the CT's grid; resample it onto the CT first")
+    ridx = ridx.astype(int)
+    if not np.all((ridx >= 0) & (ridx < np.array(vol.shape))):
+        raise ContourError("the SEG extends outside the CT volume (another scan?)")
+    mask[ridx[:, 0], ridx[:, 1], ridx[:, 2]] = True
     return mask
 
 

@@ -9,6 +9,8 @@ built in millimetres so the phantom keeps its anatomy at any spacing.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,7 +170,13 @@ def synthetic_chest_ct(spec: PhantomSpec = PhantomSpec()) -> Phantom:
 
 
 def demo_case(spec: PhantomSpec = PhantomSpec()):
-    """The offline demo: the phantom as a ``LoadedCT`` and its true tumour mask."""
+    """The offline demo: the phantom as a ``LoadedCT`` and its true tumour mask (made once per process
+    and spec; both arrays are read-only, so the one copy can be shared)."""
+    return _demo_case(spec)
+
+
+@functools.lru_cache(maxsize=2)
+def _demo_case(spec: PhantomSpec):
     from lungseg.imaging.io import LoadedCT
 
     ph = synthetic_chest_ct(spec)
@@ -176,4 +184,7 @@ def demo_case(spec: PhantomSpec = PhantomSpec()):
     info = {"source": "synthetic phantom", "modality": "CT (synthetic)", "manufacturer": "lungseg", "model": "phantom",
             "slice_thickness_mm": round(v.spacing[2], 4), "n_slices": v.shape[0],
             "size_xyz": [int(s) for s in v.grid.size], "spacing_mm": [round(s, 4) for s in v.spacing]}
-    return LoadedCT(v, v.grid, ph.label, info), np.asarray(ph.tumour, bool)
+    truth = np.asarray(ph.tumour, bool)
+    v.array.setflags(write=False)
+    truth.setflags(write=False)
+    return LoadedCT(v, v.grid, ph.label, info), truth

@@ -7,6 +7,13 @@ Typical use from the app (no Streamlit in this package)::
     item = store.next_item_for(session)                    # None when the rater is done
     store.cast_vote(session, item.item_id, "left", response_ms=4200)
     report = study_report(store, "main study"); figures = report_figures(report)
+
+Reviews of any opened case (the viewer's accept/reject), in or outside a study::
+
+    store.record_case_review(case.key, case.label, "local user",
+                             [ContourDecision("automatic", True, lesions=(1,)), ContourDecision("manual", False)],
+                             source=case.source)
+    store.latest_case_review(case.key, source=case.source)
 """
 
 from lungseg.study.access import (
@@ -45,6 +52,7 @@ from lungseg.study.report import (
     study_report,
     wilson_interval,
 )
+from lungseg.study.reviews import CaseReview, ContourDecision, study_verdict
 from lungseg.study.store import SCHEMA_VERSION, ItemView, Progress, RaterInfo, Review, Study, StudyStore, Vote, default_db_path
 
 __all__ = [
@@ -53,7 +61,9 @@ __all__ = [
     "AdminSession",
     "AuthError",
     "CaseMetadata",
+    "CaseReview",
     "CaseSpec",
+    "ContourDecision",
     "DEFAULT_INSTRUCTIONS",
     "DesignParams",
     "ImportResult",
@@ -89,6 +99,7 @@ __all__ = [
     "report_figures",
     "set_admin_password",
     "study_report",
+    "study_verdict",
     "votes_csv_text",
     "wilson_interval",
     "write_votes_csv",

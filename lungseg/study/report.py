@@ -444,6 +444,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines = []
     if report.get("study"):
         lines.append(f"Study: {report['study']}")
+    auto = report.get("automatic_contours")
+    if auto:
+        kinds = ", ".join(f"{k} {n}" for k, n in auto["kinds"].items())
+        versions = f" (model {', '.join(auto['model_versions'])})" if auto["model_versions"] else ""
+        lines.append(f"Automatic contours: {kinds}{versions}")
+        if auto["stand_in"]:
+            lines.append("WARNING: " + stand_in_note(auto, sum(auto["kinds"].values())))
     lines.append(
         f"{report['n_raters']} raters, {report['n_votes']} votes ({report['n_repeat_votes']} on repeats), "
         f"{report['n_items']} items, {report['n_cases']} cases"
@@ -552,4 +559,28 @@ def study_report(
         names = pseudonym_map(r["rater_id"] for r in votes + reviews)
         votes = [{**r, "rater_id": names[r["rater_id"]], "rater_name": None} for r in votes]
         reviews = [{**r, "rater_id": names[r["rater_id"]], "rater_name": None} for r in reviews]
-    return build_report(votes, options=options, reviews=reviews, study=st.name)
+    report = build_report(votes, options=options, reviews=reviews, study=st.name)
+    return with_automatic_contours(report, store.cases(st.id))
+
+
+def with_automatic_contours(report: dict[str, Any], cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``report`` with ``automatic_contours`` (what the study's automatic contours are: model,
+    file or stand-in, per :func:`lungseg.study.cases.automatic_summary`; left out when no case
+    records it, as in a study of imported votes) and, when any case
+    compares the manual contour with the stand-in, a note saying so first."""
+    from lungseg.study.cases import automatic_summary
+
+    summary = automatic_summary(cases)
+    if set(summary["kinds"]) <= {"not recorded"}:  # e.g. a study of imported votes: nothing to say
+        return report
+    report = {**report, "automatic_contours": summary}
+    if summary["stand_in"]:
+        report["notes"] = [stand_in_note(summary, len(cases)), *report["notes"]]
+    return report
+
+
+def stand_in_note(summary: Mapping[str, Any], n_cases: int) -> str:
+    n = len(summary["stand_in"])
+    return (f"{n} of {n_cases} case(s) compare the manual contour with a STAND-IN (the manual contour dilated and "
+            f"shifted; demo/test only), not a model: their votes do not evaluate any model "
+            f"({', '.join(summary['stand_in'])})")

@@ -38,15 +38,22 @@ def lesion_start_slice(vc: ViewerCase) -> int:
 
 
 def viewer_layers(case) -> ViewerCase:
-    """The one function that reads the app's case object (``lungseg_app.cases.Case`` today; repoint
-    it at ``lungseg.case.Case`` when that lands: ``case.ct.volume``, ``case.lungs.lung_region``,
-    ``case.automatic.mask``, ``case.manual.mask``/``.name``, lesions from the automatic contour)."""
-    layers: dict[str, np.ndarray | None] = {"lung region": case.result.lungs.lung_region}
-    if case.result.tumour is not None:
-        layers["automatic tumour"] = case.result.tumour
-    if case.manual_mask is not None:
-        layers["manual contour"] = case.manual_mask
-    what, rows = case.lesions()
-    return ViewerCase(key=case.key, label=case.label, volume=case.loaded.volume, layers=layers,
-                      manual_name=case.manual_name, lesions=rows, lesion_source=what,
-                      notes=tuple(case.result.notes) + tuple(case.loaded.warnings))
+    """The one function that reads a :class:`lungseg.case.Case`, complete or still opening
+    (``case.stage`` "ct" → "lungs" → "done"): a layer still to come is listed with no mask."""
+    opening = case.stage != "done"
+    layers: dict[str, np.ndarray | None] = {}
+    if case.lungs is not None or opening:
+        layers["lung region"] = case.lungs.lung_region if case.lungs is not None else None
+    if case.automatic is not None or opening:
+        layers["automatic tumour"] = case.automatic.mask if case.automatic is not None else None
+    if case.manual is not None or (case.stage == "ct" and case.source.manual is not None):
+        layers["manual contour"] = case.manual.mask if case.manual is not None else None
+    if case.automatic is not None:
+        lesions, what = list(case.automatic.lesions), "automatic tumour"
+    elif case.manual is not None and case.manual.lesions:
+        lesions, what = list(case.manual.lesions), f"manual contour ({case.manual.name})"
+    else:
+        lesions, what = [], ""
+    return ViewerCase(key=case.key, label=case.label, volume=case.volume, layers=layers,
+                      manual_name=case.manual.name if case.manual is not None else None,
+                      lesions=lesions, lesion_source=what, notes=tuple(case.notes))

@@ -1,0 +1,177 @@
+"""Review and export for any opened case: the automatic contour (lesion by lesion) and the manual contour
+side by side, each accepted or rejected with an optional comment; the decision is stored with who and
+when, shown again when the case is reopened, and "Export accepted" writes it onto the source CT.
+
+Used by the viewer (any case) and by the study's Review page (a study case, as a signed-in admin).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+from scipy import ndimage as ndi
+
+from lungseg import review
+from lungseg.errors import LungsegError
+from lungseg.study.cases import contour_slices
+
+from . import gate
+
+AUTO_RGB = (255, 70, 70)
+MANUAL_RGB = (60, 200, 255)
+FORMATS = {"DICOM SEG": ("seg", ".dcm"), "RTSTRUCT": ("rtstruct", ".dcm"), "NIfTI": ("nifti", ".nii.gz"),
+           "NRRD": ("nrrd", ".nrrd")}
+
+
+def _store():
+    from .study_ui import get_store
+
+    return get_store()
+
+
+def slice_image(hu2d: np.ndarray, mask2d: np.ndarray | None, rgb, spacing_yx, width=1500.0, level=-600.0,
+                display_px: int = 460) -> Image.Image:
+    """An axial slice, windowed, with the mask's outline (2 px) burnt in, at square pixels."""
+    lo = level - width / 2
+    g = np.clip((hu2d.astype(np.float32) - lo) * (255.0 / width), 0, 255).astype(np.uint8)
+    img = np.repeat(g[..., None], 3, axis=-1)
+    if mask2d is not None and mask2d.any():
+        inner = ndi.binary_erosion(mask2d, iterations=2)
+        img[mask2d & ~inner] = rgb
+    pil = Image.fromarray(img, "RGB")
+    sy, sx = spacing_yx
+    h_mm, w_mm = hu2d.shape[0] * sy, hu2d.shape[1] * sx
+    scale = display_px / max(h_mm, w_mm)
+    return pil.resize((max(1, round(w_mm * scale)), max(1, round(h_mm * scale))), Image.BILINEAR)
+
+
+def _lesion_table(case) -> list[dict]:
+    return [{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
+             "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
+             "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}"} for r in case.lesions]
+
+
+def show(case, user=None, *, study=None, case_id: str | None = None, key: str = "review") -> None:
+    """The review panel for ``case``; ``user`` defaults to the app's reviewer (signed-in or local)."""
+    user = user if user is not None else gate.require_user()
+    store = _store()
+    k_ = f"{key}_{case.key}_{case.manual.name if case.manual else ''}"
+    st.subheader("Review")
+    latest = review.latest(store, case)
+    if latest is not None:
+        parts = []
+        for d in latest.decisions:
+            what = "automatic" + (f" lesion(s) {', '.join(map(str, d.lesions))}" if d.lesions else "") \
+                if d.contour == "automatic" else f"manual ({d.name})"
+            parts.append(f"{what}: **{'accepted' if d.accepted else 'rejected'}**")
+        st.info(f"Latest decision by **{latest.reviewer}** at {latest.decided_at}: " + "; ".join(parts)
+                + (f" — “{latest.comment}”" if latest.comment else ""), icon=None)
+
+    slices = contour_slices(case)
+    if not slices:
+        st.caption("Neither contour has any voxel: nothing to compare.")
+    else:
+        default = int(case.lesions[0]["centroid_slice"]) if case.lesions else slices[len(slices) // 2]
+        default = min(slices, key=lambda s: abs(s - default))
+        k = st.select_slider("Axial slice", options=slices, value=default, key=f"{k_}_slice",
+                             format_func=lambda s: f"{s + 1}")
+        hu = case.volume.array[k]
+        sx, sy, _ = case.volume.spacing
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Automatic** " + (f"({case.automatic.description})" if case.automatic else "(none)"))
+            st.image(slice_image(hu, case.automatic.mask[k] if case.automatic else None, AUTO_RGB, (sy, sx)))
+        with right:
+            st.markdown("**Manual** " + (f"({case.manual.name})" if case.manual else "(none)"))
+            st.image(slice_image(hu, case.manual.mask[k] if case.manual else None, MANUAL_RGB, (sy, sx)))
+
+    prev_auto = latest.decision("automatic") if latest else None
+    prev_man = latest.decision("manual") if latest else None
+    with st.form(f"{k_}_form"):
+        accept_auto = accept_man = False
+        lesions: list[int] | None = None
+        c1, c2 = st.columns(2)
+        with c1:
+            if case.automatic is not None:
+                rows = _lesion_table(case)
+                if rows:
+                    st.dataframe(rows, hide_index=True, width="stretch")
+                numbers = [r["lesion"] for r in case.lesions]
+                before = list(prev_auto.lesions) if prev_auto and prev_auto.accepted and prev_auto.lesions else \
+                    (numbers if prev_auto and prev_auto.accepted else [])
+                picked = st.multiselect("Accepted automatic lesions", numbers, default=[n for n in before if n in numbers],
+                                        format_func=lambda n: f"lesion {n}", key=f"{k_}_lesions")
+                accept_auto = bool(picked)
+                lesions = None if sorted(picked) == numbers else sorted(picked)
+            else:
+                st.caption("No automatic contour.")
+        with c2:
+            if case.manual is not None:
+                choice = st.radio("Manual contour", ["accept", "reject"], horizontal=True,
+                                  index=0 if (prev_man and prev_man.accepted) else 1, key=f"{k_}_manual")
+                accept_man = choice == "accept"
+            else:
+                st.caption("No manual contour.")
+        comment = st.text_input("Comment (optional)", key=f"{k_}_comment")
+        save = st.form_submit_button("Save decision")
+    if save:
+        accept = [c for c, ok in (("automatic", accept_auto), ("manual", accept_man)) if ok]
+        try:
+            saved = review.record(store, case, user, accept, lesions if accept_auto else None, comment=comment,
+                                  study=study, case_id=case_id)
+        except LungsegError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Saved: decision by {saved.reviewer} at {saved.decided_at}.")
+            st.rerun()
+
+    if latest is None:
+        return
+    st.markdown("**Export accepted**")
+    c1, c2 = st.columns([2, 3])
+    fmt_name = c1.selectbox("Format", list(FORMATS), key=f"{k_}_fmt")
+    only = None
+    masks = review.accepted_masks(case, latest)
+    if len(masks) > 1 and FORMATS[fmt_name][0] in ("nifti", "nrrd"):
+        only = c2.radio("Contour (one per NIfTI/NRRD file)", ["automatic", "manual"], horizontal=True,
+                        key=f"{k_}_only")
+    if not masks:
+        st.caption("The latest decision accepts nothing: there is nothing to export.")
+        return
+    if c1.button("Prepare export", key=f"{k_}_prepare"):
+        try:
+            data, filename, mime = export_bytes(case, latest, fmt_name, only)
+        except LungsegError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state[f"{k_}_export"] = (data, filename, mime)
+    ready = st.session_state.get(f"{k_}_export")
+    if ready:
+        data, filename, mime = ready
+        st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download")
+
+
+def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:
+    """The accepted contour(s) written in ``fmt_name`` as downloadable bytes (a zip when the CT series
+    has to travel with a DICOM object because the source was not DICOM)."""
+    fmt, suffix = FORMATS[fmt_name]
+    stem = f"{case.label}-accepted-{fmt}"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ct_out = tmp / "ct" if fmt in ("seg", "rtstruct") and case.ct.dicom is None else None
+        paths = review.export_accepted(case, latest, fmt, tmp / f"{stem}{suffix}", contour=only, ct_out=ct_out)
+        if ct_out is None:
+            return paths[0].read_bytes(), paths[0].name, "application/octet-stream"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(ct_out.rglob("*")):
+                if f.is_file():
+                    z.write(f, f"ct/{f.relative_to(ct_out)}")
+            z.write(paths[0], paths[0].name)
+        return buf.getvalue(), f"{stem}.zip", "application/zip"

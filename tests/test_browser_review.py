@@ -1,0 +1,183 @@
+"""Review and export in the viewer, in a real browser, on a real case (issue: one case from opening to export).
+
+LUNG1-001 from the data folder: accept automatic lesion 1, reject the rest and the manual contour, export
+DICOM SEG and RTSTRUCT through the browser's downloads, re-read both (the SEG also with highdicom) and
+compare with the accepted mask; reopen the case and see the decision.  Two users at once on different
+cases and ROIs never see each other's choices.  Department mode: nothing without sign-in.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser_harness import app_server, launch_chromium
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+
+def settle(page):
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, data_dir):
+    d = tmp_path_factory.mktemp("review-app")
+    env = {"LUNGSEG_APP_CACHE": str(d / "cache"), "LUNGSEG_DB": str(d / "lungseg.db"), "LUNGSEG_DATA": str(data_dir)}
+    with app_server(env=env) as (url, proc):
+        yield url, env
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+def new_page(browser):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    return ctx, pg
+
+
+def open_from_data_folder(page, name: str, label: str):
+    page.get_by_role("tab", name="Data folder").click()
+    settle(page)
+    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case").first
+    sel.click()
+    page.get_by_role("option", name=name).click()
+    page.get_by_role("button", name="Open selected case").click()
+    expect(page.get_by_text(f"Case: {label}")).to_be_visible(timeout=240_000)
+    settle(page)
+
+
+def pick_roi(page, roi: str):
+    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Manual contour from the structure set")
+    sel.click()
+    page.get_by_role("option", name=roi, exact=True).click()
+    settle(page)
+
+
+def to_viewer(page):
+    page.get_by_role("link", name=re.compile("Open the viewer")).click()
+    expect(page.get_by_role("heading", name="Review")).to_be_visible(timeout=120_000)
+    settle(page)
+
+
+def download(page, fmt: str, dest: Path) -> Path:
+    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Format")
+    sel.click()
+    page.get_by_role("option", name=fmt, exact=True).click()
+    settle(page)
+    page.get_by_role("button", name="Prepare export").click()
+    settle(page)
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name=re.compile(r"^Download ")).click()
+    out = dest / info.value.suggested_filename
+    info.value.save_as(out)
+    return out
+
+
+def test_accept_lesion_export_seg_and_rtstruct_and_reopen(browser, server, data_dir, tmp_path):
+    import highdicom as hd
+
+    from lungseg.case import ResultCache, open_case
+    from lungseg.imaging.io import load_rtstruct, load_seg
+
+    url, env = server
+    ctx, page = new_page(browser)
+    page.goto(url)
+    expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
+    open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
+    to_viewer(page)
+    ms = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Accepted automatic lesions")
+    ms.click()
+    page.get_by_role("option", name="lesion 1", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_label("Comment (optional)").fill("primary only")
+    page.get_by_role("button", name="Save decision").click()
+    settle(page)
+    expect(page.get_by_text(re.compile(r"Latest decision by local user"))).to_be_visible(timeout=60_000)
+    body = page.locator("body").inner_text()
+    assert re.search(r"automatic lesion\(s\) 1: accepted", body) and "manual (GTV-1): rejected" in body
+    seg_path = download(page, "DICOM SEG", tmp_path)
+    rt_path = download(page, "RTSTRUCT", tmp_path)
+
+    # what the app accepted: automatic lesion 1 of the same case, from the app's own cache
+    from lungseg.case import CaseSource, ManualSource
+
+    case = open_case(CaseSource(str(data_dir / "LUNG1-001.zip"), manual=ManualSource("rtstruct", None, "GTV-1")),
+                     cache=ResultCache(Path(env["LUNGSEG_APP_CACHE"]) / "results"))
+    assert case.from_cache
+    accepted = case.automatic.lesion_mask([1])
+    assert accepted.sum() > 1000 and accepted.sum() < case.automatic.mask.sum()
+    assert np.array_equal(load_seg(seg_path, case.ct), accepted)
+    assert np.array_equal(load_rtstruct(rt_path, case.ct, "GTV-auto"), accepted)
+    # highdicom reads the SEG independently: frames by source instance, in the CT's slice order
+    seg = hd.seg.segread(seg_path)
+    uids = case.ct.dicom.sop_instance_uids
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                               ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+    assert np.array_equal(pixels[..., 0] > 0, accepted)
+
+    # reopen: another case, then LUNG1-001 again: the decision is shown
+    page.get_by_role("link", name=re.compile("app|Home|lungseg", re.I)).first.click()
+    settle(page)
+    page.get_by_role("tab", name="Demo").click()
+    settle(page)
+    page.get_by_role("button", name="Open the demo case").click()
+    expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
+    open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
+    to_viewer(page)
+    expect(page.get_by_text(re.compile(r"Latest decision by local user"))).to_be_visible()
+    assert "primary only" in page.locator("body").inner_text()
+    ctx.close()
+
+
+def test_two_users_do_not_see_each_others_choices(browser, server):
+    url, _ = server
+    ctx_a, a = new_page(browser)
+    ctx_b, b = new_page(browser)
+    a.goto(url)
+    b.goto(url)
+    expect(a.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
+    expect(b.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
+    open_from_data_folder(a, "LUNG1-003.zip", "LUNG1-003")
+    open_from_data_folder(b, "LUNG1-001.zip", "LUNG1-001")
+    pick_roi(a, "GTV-2")
+    expect(a.get_by_text(re.compile("Manual contour.*GTV-2"))).to_be_visible()
+    b.reload()
+    settle(b)
+    expect(b.get_by_text("Case: LUNG1-001")).to_be_visible()
+    text_b = b.locator("body").inner_text()
+    assert "GTV-2" not in text_b.split("ROIs in structure set")[0]  # B's manual contour is still its own
+    assert "LUNG1-003" not in text_b
+    pick_roi(b, "GTV-1")
+    a.reload()
+    settle(a)
+    expect(a.get_by_text("Case: LUNG1-003")).to_be_visible()
+    summary_a = a.locator('[data-testid="stTable"]').inner_text()
+    assert re.search(r"Manual contour\s+GTV-2", summary_a)
+    ctx_a.close()
+    ctx_b.close()
+
+
+def test_department_mode_shows_nothing_without_sign_in(browser, tmp_path, data_dir):
+    env = {"LUNGSEG_APP_CACHE": str(tmp_path / "cache"), "LUNGSEG_DB": str(tmp_path / "dept.db"),
+           "LUNGSEG_DATA": str(data_dir), "LUNGSEG_DEPARTMENT": "1"}
+    with app_server(env=env) as (url, _):
+        ctx, page = new_page(browser)
+        for path in ("", "/Viewer", "/Review", "/Export"):
+            page.goto(url + path)
+            expect(page.get_by_text("Admin sign-in")).to_be_visible(timeout=60_000)
+            settle(page)
+            assert page.locator('[data-testid="stImage"], img[src*="image"], canvas').count() == 0
+            text = page.locator('[data-testid="stMain"], [data-testid="stAppViewContainer"]').first.inner_text()
+            assert "LUNG1-001" not in text and "Data folder" not in text and "Case:" not in text
+        ctx.close()
