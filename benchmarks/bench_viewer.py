@@ -143,10 +143,13 @@ def latencies(page, f, meter):
 def job_alone(data: Path, tmp: str) -> str:
     """The same opening stages in this process, no server or browser: the floor under today's load."""
     os.environ.update({"LUNGSEG_APP_CACHE": f"{tmp}/alone-app", "LUNGSEG_CACHE": f"{tmp}/alone-io"})
-    from lungseg_app import cases  # noqa: PLC0415
+    from lungseg.case import CaseSource, ManualSource, ResultCache, default_predictor, model_version  # noqa: PLC0415
     from lungseg_app.viewer import opening  # noqa: PLC0415
 
-    job = opening.open_job(str(data / "LUNG1-001.zip"), cases.load_predictor()[0], "bench")
+    predictor = default_predictor()
+    source = CaseSource(str(data / "LUNG1-001.zip"), manual=ManualSource("rtstruct", None, None))
+    job = opening.open_job(source, predictor, model_version(predictor), "bench", "LUNG1-001.zip",
+                           ResultCache(f"{tmp}/alone-app/results"))
     job._thread.join()
     snap = job.snapshot()
     return ", ".join(f"{k} {v:.2f}" for k, v in snap.timeline.items())
