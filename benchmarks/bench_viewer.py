@@ -102,8 +102,8 @@ def open_lung1(page, url) -> dict:
     base = "b.dataset.case && document.getElementById('label').textContent === 'LUNG1-001'"
     for name, cond in (("first CT image", "b.dataset.firstImage === '1'"),
                        ("lung region", "(b.dataset.layers || '').includes('lung region')"),
-                       ("automatic tumour", "(b.dataset.layers || '').includes('automatic tumour')"),
                        ("manual contour", "(b.dataset.layers || '').includes('manual contour')"),
+                       ("automatic tumour", "(b.dataset.layers || '').includes('automatic tumour')"),
                        ("all CT slices", "b.dataset.ct === 'ready'")):
         wait_frame(page, f"{base} && {cond}")
         out[name] = time.perf_counter() - t0
