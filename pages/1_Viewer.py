@@ -1,5 +1,7 @@
 """Viewer: the case as a browser-side imaging component (image first), opened progressively."""
 
+from pathlib import Path
+
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -39,6 +41,12 @@ def start_job(source: CaseSource, label: str) -> bool:
     st.session_state["viewer_job_version"] = version
     st.session_state["viewer_job_base"] = id(state.current())
     return True
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def folder_entries(root: str) -> list:
+    """The data folder's cases (listing it walks every DICOM folder: not on every rerun)."""
+    return cases.list_data_folder(Path(root))
 
 
 def drop_job() -> None:
@@ -114,8 +122,6 @@ def show() -> None:
                        "centre slice": r["centroid_slice"] + 1} for r in vc.lesions], hide_index=True, width="content")
     for note in vc.notes:
         st.caption(note)
-    st.divider()
-    review_panel.show(case, user)
 
 
 def remember(value: dict | None, shown: str, vc) -> None:
@@ -132,9 +138,12 @@ def remember(value: dict | None, shown: str, vc) -> None:
 
 
 show()
+if st.session_state.get("viewer_job") is None and state.current() is not None:
+    st.divider()
+    review_panel.show(state.current(), user)  # outside the fragment: its choices rerun the whole page
 
 with st.expander("Open another case", expanded=state.current() is None and job is None):
-    entries = cases.list_data_folder()
+    entries = folder_entries(str(cases.data_root()))
     left, right = st.columns([3, 1])
     if entries:
         pick = left.selectbox("Case from the data folder", [p.name for p in entries], key="viewer_pick")

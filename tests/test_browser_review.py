@@ -18,6 +18,15 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 
+def choose(page, widget, option: str):
+    """Pick ``option`` in a Streamlit selectbox/multiselect by typing it (robust to where the menu opens)."""
+    widget.locator("input").click()
+    page.keyboard.type(option)
+    expect(page.get_by_role("option", name=option, exact=True)).to_be_visible()
+    page.keyboard.press("Enter")
+    settle(page)
+
+
 def settle(page):
     page.wait_for_timeout(300)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
@@ -49,19 +58,14 @@ def new_page(browser):
 def open_from_data_folder(page, name: str, label: str):
     page.get_by_role("tab", name="Data folder").click()
     settle(page)
-    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case").first
-    sel.click()
-    page.get_by_role("option", name=name).click()
+    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Case").first, name)
     page.get_by_role("button", name="Open selected case").click()
     expect(page.get_by_text(f"Case: {label}")).to_be_visible(timeout=240_000)
     settle(page)
 
 
 def pick_roi(page, roi: str):
-    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Manual contour from the structure set")
-    sel.click()
-    page.get_by_role("option", name=roi, exact=True).click()
-    settle(page)
+    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Manual contour from the structure set"), roi)
 
 
 def to_viewer(page):
@@ -71,14 +75,11 @@ def to_viewer(page):
 
 
 def download(page, fmt: str, dest: Path) -> Path:
-    sel = page.locator('[data-testid="stSelectbox"]').filter(has_text="Format")
-    sel.click()
-    page.get_by_role("option", name=fmt, exact=True).click()
-    settle(page)
+    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Format"), fmt)
     page.get_by_role("button", name="Prepare export").click()
     settle(page)
     with page.expect_download(timeout=120_000) as info:
-        page.get_by_role("button", name=re.compile(r"^Download ")).click()
+        page.locator('[data-testid="stDownloadButton"] button').click()
     out = dest / info.value.suggested_filename
     info.value.save_as(out)
     return out
@@ -97,9 +98,7 @@ def test_accept_lesion_export_seg_and_rtstruct_and_reopen(browser, server, data_
     open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
     to_viewer(page)
     ms = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Accepted automatic lesions")
-    ms.click()
-    page.get_by_role("option", name="lesion 1", exact=True).click()
-    page.keyboard.press("Escape")
+    choose(page, ms, "lesion 1")
     page.get_by_label("Comment (optional)").fill("primary only")
     page.get_by_role("button", name="Save decision").click()
     settle(page)
