@@ -1,4 +1,4 @@
-"""lungseg home: open a chest CT (offline demo, data folder or upload), see its summary, go to the viewer."""
+"""lungseg home: open a chest CT (offline demo, data folder, upload or PACS), see its summary, go to the viewer."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import streamlit as st
 
 from lungseg.case import CaseSource, ManualSource, contour_file_kind
 from lungseg.errors import LungsegError
-from lungseg_app import cases, gate, state
+from lungseg_app import cases, gate, pacs_ui, state
 
 st.set_page_config(page_title="lungseg", page_icon=None, layout="wide")
 st.title("lungseg — lung tumour segmentation")
@@ -20,7 +20,7 @@ if state.current() is None and not st.session_state.get("demo_tried") and not de
     st.session_state["demo_tried"] = True
     state.open_source(CaseSource.demo())
 
-tabs = (["Data folder", "Upload"] if department else ["Demo", "Data folder", "Upload"])
+tabs = (["Data folder", "Upload"] if department else ["Demo", "Data folder", "Upload"]) + ["PACS"]
 panes = dict(zip(tabs, st.tabs(tabs, key="source_tab", on_change="rerun")))
 
 if "Demo" in panes:
@@ -74,6 +74,9 @@ with panes["Upload"]:
             manual = ManualSource(contour_file_kind(str(contour_path)), str(contour_path))
     if st.button("Open upload", key="open_upload", disabled=ct_path is None):
         state.open_source(CaseSource(str(ct_path), manual=manual), ct_path.name)
+
+with panes["PACS"]:
+    pacs_ui.show_source(state.open_source)
 
 case = state.current()
 if model_note:

@@ -1,53 +1,66 @@
-"""Time CT loading and lung isolation on LUNG1-001 and on a 512×512×300 volume.
+"""`lungs` as whole processes (start-up, imports, reading, isolation, writing), against a naive
+threshold prototype (`naive_lungs.py`) run on the same input in the same run, interleaved.
 
-Prints seconds (best of N runs) and peak memory.  Goals on 2 cores: ≤ 1.5 s isolation for
-LUNG1-001, ≤ 3 s for 300 slices, peak memory ≤ 2 GB.
+Inputs: LUNG1-001 (134 × 512², 3 mm) and LUNG1-001 resampled to 1 mm slices, 300 × 512² (a DICOM
+series written once under /tmp).  Both programs read the same extracted DICOM folder.  Medians of
+``--repeat`` runs (default 3); wall time, CPU time (user + system) and peak RSS per process.
+Issue 13's goals (2 cores):
+  LUNG1-001: lungs ≤ 0.5 × naive, isolation ≤ 1.5 s;  1 mm scan: isolation ≤ 3 s, whole ≤ 5 s,
+  peak RSS ≤ 2 GB;  `python -m lungseg --help` ≤ 1 s.
     python benchmarks/bench_lungs.py [--repeat 3]
 """
 
 import argparse
-import time
+import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
-from _common import peak_rss_mb, shared_data
-
-from lungseg.imaging.io import load_ct
-from lungseg.lungs import isolate
-from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
-from lungseg.imaging.volume import Volume
-
-
-def best_of(n, fn):
-    times, out = [], None
-    for _ in range(n):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+from _common import extracted_case, load_note, lungseg_cmd, median, one_mm_scan, run_process, verdict
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    case = shared_data() / "LUNG1-001.zip"
-    load_ct(case)  # first call extracts the zip into the cache
-    t_load, ct = best_of(args.repeat, lambda: load_ct(case))
-    t_iso, res = best_of(args.repeat, lambda: isolate(ct.volume))
-    print(f"LUNG1-001 {ct.volume.shape}: load {t_load:.2f} s (zip cached), lung isolation {t_iso:.2f} s; {res.summary()}")
-    print("  steps: " + ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items()))
-    print(f"  peak RSS so far {peak_rss_mb():.0f} MB")
+    case = extracted_case("LUNG1-001")
+    big = one_mm_scan()
+    out = Path(tempfile.mkdtemp(prefix="lungseg-bench-"))
+    naive = [sys.executable, str(Path(__file__).with_name("naive_lungs.py"))]
+    print(f"before: {load_note()}")
 
-    # 300 slices of 512×512: LUNG1-001 stacked with its mirror image in z (realistic anatomy)
-    arr = ct.volume.array
-    big = np.concatenate([arr, arr[::-1], arr[:32]], axis=0)[:300]
-    vol = Volume(np.ascontiguousarray(big), (ct.volume.spacing[0], ct.volume.spacing[1], 1.5), ct.volume.origin)
-    t_big, res_big = best_of(max(1, args.repeat - 1), lambda: isolate(vol))
-    print(f"512x512x300 volume: lung isolation {t_big:.2f} s; {res_big.summary()}")
-    ph = synthetic_chest_ct(PhantomSpec())
-    t_ph, _ = best_of(args.repeat, lambda: isolate(ph.ct))
-    print(f"demo phantom {ph.ct.shape}: lung isolation {t_ph:.2f} s")
-    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    runs = {"naive": [], "lungs": [], "lungs 1 mm": [], "help": []}
+    for i in range(args.repeat):  # interleaved, so that a burst of load hits every program alike
+        runs["naive"].append(run_process([*naive, case, out / "naive.nii.gz"]))
+        runs["lungs"].append(run_process(lungseg_cmd("lungs", case, "--no-cache", "--out", out / "lungs.nii.gz",
+                                                     "--region-out", out / "region.nii.gz")))
+        runs["lungs 1 mm"].append(run_process(lungseg_cmd("lungs", big, "--no-cache", "--out", out / "lungs1mm.nii.gz",
+                                                          "--region-out", out / "region1mm.nii.gz")))
+        runs["help"].append(run_process(lungseg_cmd("--help")))
+    print(f"after:  {load_note()}")
+    print(runs["lungs"][-1].output.strip())
+    print(runs["lungs 1 mm"][-1].output.strip())
+    print(runs["naive"][-1].output.strip())
+
+    print(f"\nmedians of {args.repeat} whole-process runs: wall s | CPU s | isolation s (printed by the program) | peak RSS MB")
+    for name, rs in runs.items():
+        iso = median(r.seconds("isolation") for r in rs)
+        print(f"  {name:12s} {median(r.wall_s for r in rs):6.2f} | {median(r.cpu_s for r in rs):6.2f} | "
+              f"{iso:6.2f} | {max(r.peak_rss_mb for r in rs):6.0f}   (wall: {', '.join(f'{r.wall_s:.2f}' for r in rs)})")
+
+    lungs, naive_runs, big_runs = runs["lungs"], runs["naive"], runs["lungs 1 mm"]
+    ratio = median(r.wall_s / n.wall_s for r, n in zip(lungs, naive_runs))
+    cpu_ratio = median(r.cpu_s / n.cpu_s for r, n in zip(lungs, naive_runs))
+    print("\ngoals:")
+    print(f"  LUNG1-001 lungs / naive (wall, paired runs): {ratio:.2f}  {verdict(ratio, 0.5)};  CPU ratio {cpu_ratio:.2f}")
+    print(f"  LUNG1-001 isolation {median(r.seconds('isolation') for r in lungs):.2f} s  "
+          f"{verdict(median(r.seconds('isolation') for r in lungs), 1.5)}")
+    print(f"  1 mm 300-slice isolation {median(r.seconds('isolation') for r in big_runs):.2f} s  "
+          f"{verdict(median(r.seconds('isolation') for r in big_runs), 3.0)}")
+    print(f"  1 mm 300-slice whole process {median(r.wall_s for r in big_runs):.2f} s  "
+          f"{verdict(median(r.wall_s for r in big_runs), 5.0)}")
+    print(f"  1 mm 300-slice peak RSS {max(r.peak_rss_mb for r in big_runs):.0f} MB  "
+          f"{verdict(max(r.peak_rss_mb for r in big_runs), 2048)}")
+    print(f"  --help {median(r.wall_s for r in runs['help']):.2f} s  {verdict(median(r.wall_s for r in runs['help']), 1.0)}")
 
 
 if __name__ == "__main__":

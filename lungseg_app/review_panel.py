@@ -21,7 +21,7 @@ from lungseg import review
 from lungseg.errors import LungsegError
 from lungseg.study.cases import contour_slices
 
-from . import gate
+from . import gate, pacs_ui
 
 AUTO_RGB = (255, 70, 70)
 MANUAL_RGB = (60, 200, 255)
@@ -144,17 +144,20 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     if not masks:
         st.caption("The latest decision accepts nothing: there is nothing to export.")
         return
+    export_key = f"{k_}_export_{latest.id}_{fmt_name}_{only}"  # a new decision or format needs a new file
     if c1.button("Prepare export", key=f"{k_}_prepare"):
         try:
             data, filename, mime = export_bytes(case, latest, fmt_name, only)
         except LungsegError as exc:
             st.error(str(exc))
         else:
-            st.session_state[f"{k_}_export"] = (data, filename, mime)
-    ready = st.session_state.get(f"{k_}_export")
+            st.session_state[export_key] = (data, filename, mime)
+    ready = st.session_state.get(export_key)
     if ready:
         data, filename, mime = ready
-        st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download")
+        st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download",
+                           on_click="ignore")
+    pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
 
 
 def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:

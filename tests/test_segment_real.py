@@ -1,17 +1,19 @@
-"""The shipped model on real scans, end to end (load → lung region → U-Net → lesions)."""
+"""The shipped model on real scans, end to end (load → lung region → U-Net → candidate filter → lesions)."""
 
 import numpy as np
 import pytest
 
-from lungseg.imaging.io import load_rtstruct
-from lungseg.tumour.lesions import lesion_table
+from lungseg.imaging.io import load_ct, load_rtstruct
+from lungseg.lungs import isolate
 from lungseg.metrics import evaluate_case
+from lungseg.tumour.lesions import lesion_table
 from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
-# The shipped model was trained on all three LUNG1 patients (+ synthetic tumours); its accuracy on
-# unseen patients is the leave-one-patient-out table in models/README.md.  LUNG1-001 measures
-# Dice 0.862: the floor sits under it and proves the real-data path (grid round trip, lesions).
-SEEN_CASE_DICE_FLOOR = 0.8
+# LUNG1-001 is a TRAINING case of the shipped model (trained on LUNG1-001/002/003 with LIDC nodules
+# placed into their lungs): this test proves the real-data path (grid round trip, filter, lesion
+# table), not accuracy on new patients — that is the leave-one-patient-out table in models/README.md.
+SEEN_CASE_DICE_FLOOR = 0.75
+SEEN_CASE_MAX_FALSE_LESIONS = 1
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,10 @@ def test_model_is_small_and_loads_safely():
     payload = torch.load(DEFAULT_MODEL, weights_only=True)
     assert {"state_dict", "meta"} <= set(payload)
     assert payload["meta"]["architecture"]["depth"] >= 3
+    assert payload["meta"]["candidate_filter"]["min_peak_probability"] >= 0.5
 
 
-def test_segment_finds_the_tumour_on_a_real_case(load_case, isolated_case, predictor):
+def test_segment_finds_the_tumour_on_a_training_case(load_case, isolated_case, predictor):
     ct, rs = load_case("LUNG1-001")
     lungs = isolated_case("LUNG1-001")
     pred = predictor.predict(ct.volume, lungs)
@@ -37,8 +40,19 @@ def test_segment_finds_the_tumour_on_a_real_case(load_case, isolated_case, predi
     m = evaluate_case(pred.mask, gtv, ct.volume.spacing_zyx)
     assert m["dice"] >= SEEN_CASE_DICE_FLOOR
     assert m["lesion_false_negatives"] == 0
+    assert m["lesion_false_positives"] <= SEEN_CASE_MAX_FALSE_LESIONS
     table = lesion_table(pred.mask, ct.volume, lungs.spine_x)
     # the largest lesion is the GTV: left side, overlapping its slices
     assert table[0]["side"] == "left"
     gz = np.nonzero(gtv.any(axis=(1, 2)))[0]
     assert table[0]["first_slice"] <= gz[-1] and table[0]["last_slice"] >= gz[0]
+
+
+def test_shipped_model_finds_no_lesion_on_the_tumour_free_ct(data_dir, predictor):
+    """TotalSegmentator's example CT (abdomen with the lung bases, no tumour) was never used in
+    training nor in calibrating the filter."""
+    ct = load_ct(data_dir / "totalsegmentator-example" / "example_ct.nii.gz").volume
+    lungs = isolate(ct)
+    assert lungs.lung_region.any(), "the lung bases must be in the region, else this test proves nothing"
+    pred = predictor.predict(ct, lungs)
+    assert lesion_table(pred.mask, ct) == []

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from lungseg.case.cache import digest, file_identity, source_identity
 from lungseg.case.result import Case
 from lungseg.case.sources import CaseSource
+from lungseg.dicomweb import is_dicomweb_url
 
 
 class CaseMemory:
@@ -26,7 +27,8 @@ class CaseMemory:
 
     @staticmethod
     def key_of(source: CaseSource, version: str | None = None) -> str:
-        files = [source.ct if source.is_demo else source_identity(source.ct)]
+        # a PACS series is keyed by its URL here; what it holds is checked when it is (re)opened
+        files = [source.ct if source.is_demo or is_dicomweb_url(source.ct) else source_identity(source.ct)]
         for p in (source.manual.path if source.manual else None, source.automatic.path):
             files.append(file_identity(p))
         return digest([source.as_dict(), files, version])

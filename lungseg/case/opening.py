@@ -14,6 +14,7 @@ from lungseg.case.cache import (CACHE_FORMAT, ResultCache, digest, file_identity
                                source_identity)
 from lungseg.case.result import Case, Contour, make_contour, lesion_rows
 from lungseg.case.sources import CaseSource, ManualSource
+from lungseg.dicomweb import is_dicomweb_url
 from lungseg.errors import InputError
 
 Progress = Callable[[str, float], None]
@@ -49,17 +50,25 @@ def _load_source_ct(source: CaseSource, cache: ResultCache, say: Progress):
 
         loaded, _ = demo_case()
         return loaded, content_hash(loaded.volume), False
-    p = Path(source.ct)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or folder")
-    identity = digest([source_identity(p), source.series_uid, source.label, CACHE_FORMAT])
+    label = source.label
+    if is_dicomweb_url(source.ct):  # a PACS series: retrieved into the cache, keyed by URL + instance list
+        from lungseg.dicomweb import fetch_series
+
+        fetched = fetch_series(source.ct, cache.root, say)
+        p, ct_identity, label = fetched.folder, fetched.identity, label or fetched.label
+    else:
+        p = Path(source.ct)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        ct_identity = source_identity(p)
+    identity = digest([ct_identity, source.series_uid, source.label, CACHE_FORMAT])
     key = cache.hash_for_source(identity)
     if key is not None:
         loaded = cache.load_ct(key)
         if loaded is not None:
             return loaded, key, True
-    say(f"Reading {p.name}", 0.02)
-    loaded = load_ct(p, series_uid=source.series_uid, label=source.label)
+    say(f"Reading {label or p.name}", 0.02)
+    loaded = load_ct(p, series_uid=source.series_uid, label=label)
     key = content_hash(loaded.volume)
     try:
         cache.save_ct(key, loaded)
@@ -203,12 +212,10 @@ def open_case_progressively(source: CaseSource, predictor=None, progress: Progre
     """Open a case in stages: yields the case with the CT only (``stage="ct"``), then with the lung
     region and manual contour (``"lungs"``), then complete (``"done"``). Each yield is immutable."""
     from lungseg.lungs import LungParams, isolate
-    from lungseg.tumour.segment import PostProcess
 
     say = progress or (lambda message, fraction: None)
     cache = cache or ResultCache()
     lung_params = lung_params or LungParams()
-    post = post or PostProcess()
     source.check_exists()
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -240,6 +247,10 @@ def open_case_progressively(source: CaseSource, predictor=None, progress: Progre
     with_lungs = replace(base, lungs=lungs, manual=manual, stage="lungs", seconds=dict(seconds), notes=tuple(notes))
     yield with_lungs
     t = time.perf_counter()
+    if post is None:
+        from lungseg.tumour.segment import PostProcess  # torch: only when the tumour stage runs
+
+        post = PostProcess()
     automatic = _automatic_contour(source, loaded, lungs, manual, key, lung_key, cache, predictor, post, say)
     seconds["automatic"] = time.perf_counter() - t
     seconds["open"] = time.perf_counter() - t0

@@ -85,7 +85,9 @@ class Case:
         if self.lungs is not None:
             n += sum(getattr(self.lungs, k).nbytes for k in ("lungs", "lung_region", "left_lung", "right_lung",
                                                              "body", "couch"))
-            n += self.lungs.isolated.array.nbytes
+            made = self.lungs.__dict__.get("_isolated")  # the normalised image, only once it was made
+            if made is not None and not callable(made):
+                n += made.array.nbytes
         for c in (self.automatic, self.manual):
             if c is not None:
                 n += c.mask.nbytes

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from lungseg.dicomweb import is_dicomweb_url, parse_series_url
 from lungseg.errors import InputError
 
 DEMO = "demo"
@@ -73,7 +74,8 @@ class AutomaticSource:
 @dataclass(frozen=True)
 
 class CaseSource:
-    """Everything needed to open a case. ``ct`` is a file, a DICOM folder, a zip, or ``"demo"``."""
+    """Everything needed to open a case. ``ct`` is a file, a DICOM folder, a zip, a DICOMweb series URL
+    (``http(s)://…/studies/STUDY/series/SERIES``) or ``"demo"``."""
 
     ct: str
     automatic: AutomaticSource = AutomaticSource()
@@ -84,6 +86,8 @@ class CaseSource:
     def __post_init__(self):
         if not self.ct:
             raise InputError("a case needs its CT")
+        if is_dicomweb_url(self.ct):
+            parse_series_url(self.ct)  # a malformed URL is refused here, in one line
         if self.automatic.kind == "stand-in" and self.manual is None:
             raise InputError("the stand-in automatic contour is made from the manual contour: give one")
 
@@ -120,7 +124,7 @@ class CaseSource:
             return str(p)
 
         ct = data.get("ct")
-        if ct != DEMO:
+        if ct != DEMO and not is_dicomweb_url(ct):
             ct = path(ct, "ct")
         auto = data.get("automatic")
         if not isinstance(auto, Mapping) or "kind" not in auto:
@@ -151,7 +155,7 @@ class CaseSource:
 
     def check_exists(self) -> None:
         """Every named file is there (one-line error otherwise)."""
-        for what, p in (("ct", None if self.is_demo else self.ct),
+        for what, p in (("ct", None if self.is_demo or is_dicomweb_url(self.ct) else self.ct),
                         ("manual", self.manual.path if self.manual else None),
                         ("automatic", self.automatic.path), ("automatic model", self.automatic.model)):
             if p and not Path(p).exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 
@@ -29,27 +30,66 @@ def cmd_lungs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lungseg", description="Lung-tumour segmentation on chest CT.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# Every command and the module whose ``register(sub)`` adds it, with its one-line help.  A module
+# is imported only when one of its commands runs (a lazy registry): ``python -m lungseg --help``
+# then answers without importing torch, SimpleITK, pydicom, scipy or the study database.
+# A new command group: one line per command here, and ``register(sub)`` in its module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "lungs": (__name__, "lung isolation: tight lungs mask and lung region"),
+    "segment": ("lungseg.cli.segment", "tumour segmentation with the 2D U-Net"),
+    "train": ("lungseg.cli.segment", "train the U-Net"),
+    "evaluate": ("lungseg.cli.segment", "Dice, HD95, surface Dice, volumes, lesion detection"),
+    "review": ("lungseg.cli.review", "accept or reject the automatic and manual contours of a case"),
+    "study": ("lungseg.cli.study", "preference study: create, invite, report, import"),
+    "admin": ("lungseg.cli.study", "admin accounts"),
+    "db": ("lungseg.cli.study", "database maintenance"),
+    "export": ("lungseg.cli.export", "write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT"),
+    "pacs": ("lungseg.cli.pacs", "find series on a PACS (DICOMweb)"),
+    "batch": ("lungseg.cli.batch", "run a cohort (files, folders, PACS series) on Dask; resumable"),
+    "segment-lesion": ("lungseg.cli.lesion", "click-to-segment: the lesion under one point, as a mask"),
+    "evaluate-lesions": ("lungseg.cli.lesion", "click-to-segment Dice on an LIDC crop folder"),
+    "train-lesion": ("lungseg.cli.lesion", "train the click-to-segment model on LIDC train patients"),
+}
 
-    p = sub.add_parser("lungs", help="lung isolation: tight lungs mask and lung region")
-    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lungs", help=COMMANDS["lungs"][1])
+    p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL, or 'demo'")
     p.add_argument("--out", required=True, help="tight lungs mask (uint8, on the input's grid)")
     p.add_argument("--region-out", help="lung region mask (mirrored and dilated)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.set_defaults(func=cmd_lungs)
 
-    from lungseg.cli import export, review, segment, study
 
-    for group in (segment, review, study, export):
-        group.register(sub)
+def _chosen_command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser.  Given ``argv``, only the module of the command it names is
+    imported and the other commands are listed by name and help; without, every module is."""
+    parser = argparse.ArgumentParser(prog="python -m lungseg", description="Lung-tumour segmentation on chest CT.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chosen = None if argv is None else _chosen_command(argv)
+    wanted = {module for name, (module, _) in COMMANDS.items() if argv is None or name == chosen}
+    registered: set[str] = set()
+    for name, (module, help_line) in COMMANDS.items():
+        if name in sub.choices:
+            continue
+        if module in wanted:
+            if module not in registered:
+                (sys.modules[__name__] if module == __name__ else importlib.import_module(module)).register(sub)
+                registered.add(module)
+            if name in sub.choices:
+                continue
+        sub.add_parser(name, help=help_line)  # listed only; its own options come with its module
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

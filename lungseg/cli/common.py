@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def add_case_arguments(p: argparse.ArgumentParser, *, manual: bool = True) -> None:
-    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL "
+                   "(http(s)://…/studies/STUDY/series/SERIES), or 'demo'")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
     if manual:
         p.add_argument("--roi", help="manual contour: ROI of the structure set beside the CT (e.g. GTV-1), "

@@ -5,9 +5,12 @@
     python -m lungseg export INPUT --mask M1 --name GTV-1 --mask M2 --name GTV-2 --format rtstruct --out PATH
     python -m lungseg export --db DB --case ID [--study NAME] --format ... --out PATH [--ct-out DIR]
     python -m lungseg export INPUT --db DB --accepted [--roi NAME] --format ... --out PATH [--contour automatic|manual]
+                             [--send [URL]]
 
 With ``INPUT --db DB --accepted`` the contour(s) accepted in the latest review of that case (``review``, or
-the viewer) are written: SEG and RTSTRUCT hold every accepted contour, NIfTI/NRRD one.
+the viewer) are written: SEG and RTSTRUCT hold every accepted contour, NIfTI/NRRD one.  ``--send [URL]``
+also stores the SEG or RTSTRUCT on a PACS over DICOMweb (STOW-RS; default ``LUNGSEG_PACS_URL``), with the
+series description ``lungseg accepted <names>``.  INPUT may be a DICOMweb series URL.
 
 With ``--db --case`` the mask is the accepted contour of the case (its latest clinical review), recomputed
 from the case's source recorded in the study database; ``--source`` then follows the review.
@@ -91,12 +94,29 @@ def _export_accepted(args: argparse.Namespace) -> int:
         latest = review.latest(store, case)
     if latest is None:
         raise InputError(f"{case.label}: no review of this case in {args.db} (review it first)")
+    description = args.description
+    if args.send is not None and not description:
+        from lungseg.dicomweb import accepted_description
+
+        description = accepted_description(list(review.accepted_masks(case, latest)))
     paths = review.export_accepted(case, latest, args.format, args.out, contour=args.contour, ct_out=args.ct_out,
-                                   description=args.description)
+                                   description=description)
     names = ", ".join(review.accepted_masks(case, latest))
     print(f"{case.label}: wrote {args.format} {', '.join(map(str, paths))} ({names}; reviewed by {latest.reviewer} "
           f"at {latest.decided_at}) in {time.perf_counter() - t0:.2f} s")
+    _send(args, paths)
     return 0
+
+
+def _send(args: argparse.Namespace, paths) -> None:
+    """``--send [URL]``: store the written SEG/RTSTRUCT on the PACS (default LUNGSEG_PACS_URL)."""
+    if args.send is None:
+        return
+    from lungseg.dicomweb import send_files
+
+    stored = send_files(paths, args.send or None)
+    for s in stored:
+        print(f"sent {s.modality} \"{s.series_description}\" to the PACS: series {s.series_uid}")
 
 
 def _ct_of(args: argparse.Namespace):
@@ -112,6 +132,9 @@ def _ct_of(args: argparse.Namespace):
 
 def cmd_export(args: argparse.Namespace) -> int:
     from lungseg.export import export_masks, with_dicom_series
+
+    if args.send is not None and args.format not in ("seg", "rtstruct"):
+        raise InputError("--send stores DICOM on the PACS: use --format seg or rtstruct")
 
     if args.accepted:
         if not (args.db and args.input):
@@ -135,6 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{name} {int(m.sum())} voxels, {int(m.sum()) * loaded.volume.voxel_volume_ml:.1f} ml"
                       for name, m in masks.items())
     print(f"{loaded.label}: wrote {args.format} {path} ({sizes}) in {time.perf_counter() - t0:.2f} s")
+    _send(args, [path])
     return 0
 
 
@@ -162,4 +186,6 @@ def register(sub) -> None:
                    help="whether the mask is the automatic U-Net result or a manual contour")
     p.add_argument("--ct-out", help="for SEG/RTSTRUCT of a non-DICOM input: write the CT as a DICOM series here first")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    p.add_argument("--send", nargs="?", const="", metavar="URL", help="also store the SEG/RTSTRUCT on the PACS "
+                   "(DICOMweb STOW-RS) at URL (default: LUNGSEG_PACS_URL)")
     p.set_defaults(func=cmd_export)

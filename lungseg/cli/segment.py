@@ -161,7 +161,8 @@ def cmd_evaluate(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="tumour segmentation with the 2D U-Net")
-    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, or 'demo'")
+    p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL "
+                   "(http(s)://…/studies/STUDY/series/SERIES), or 'demo'")
     p.add_argument("--out", required=True, help="tumour mask (uint8, on the input's grid)")
     p.add_argument("--prob-out", help="tumour probability (float32, on the input's grid)")
     p.add_argument("--model", help="tumour model weights (default: the shipped model)")

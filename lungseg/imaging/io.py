@@ -222,8 +222,12 @@ def _is_dicom_file(p: Path) -> bool:
         return False
 
 
-def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
-    """Headers of every DICOM file under ``folder`` (recursively) and notes on skipped files."""
+def scan_dicom_folder(folder: Path, pixels: bool = False) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
+    """Headers of every DICOM file under ``folder`` (recursively) and notes on skipped files.
+
+    With ``pixels`` each file's pixel data is read in the same pass (reading it costs less than
+    opening and parsing the file a second time); :func:`_load_dicom_folder` drops it once used.
+    """
     found: list[tuple[Path, pydicom.Dataset]] = []
     skipped: list[str] = []
     for root, dirs, files in os.walk(folder):
@@ -233,7 +237,7 @@ def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]],
                 continue
             p = Path(root) / name
             try:
-                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                ds = pydicom.dcmread(p, stop_before_pixels=not pixels)
             except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 skipped.append(f"{p.name}: {type(exc).__name__}")
                 continue
@@ -245,7 +249,7 @@ def scan_dicom_folder(folder: Path) -> tuple[list[tuple[Path, pydicom.Dataset]],
 
 
 def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> LoadedCT:
-    found, skipped = scan_dicom_folder(folder)
+    found, skipped = scan_dicom_folder(folder, pixels=True)
     if not found:
         raise InputError(f"{label}: no DICOM files found" + (f" ({len(skipped)} unreadable files)" if skipped else ""))
 
@@ -287,10 +291,10 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
 
     source, geometry_notes = _sorted_ct_slices(items, label)
     warnings += geometry_notes
-    image = _read_series_pixels(source, label)
-    hu = sitk.GetArrayFromImage(image)
-    image_hu = _hu_image(hu, image)
-    volume = to_canonical(image_hu)
+    volume, source_grid = _series_volume(source, label)
+    for _, ds in found:  # pixel data of the other files was only read along; free it
+        if "PixelData" in ds:
+            del ds.PixelData
 
     first = source.headers[0]
     info = {
@@ -304,7 +308,7 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
         "series_description": str(first.get("SeriesDescription", "")),
         "n_slices": len(source.files),
     }
-    loaded = LoadedCT(volume, Grid.of(image_hu), label, info, source, others, warnings=warnings)
+    loaded = LoadedCT(volume, source_grid, label, info, source, others, warnings=warnings)
     loaded.info.update(_geometry_info(loaded))
 
     for p, ds in found:
@@ -440,6 +444,71 @@ def _sorted_ct_slices(items: list[tuple[Path, pydicom.Dataset]], label: str) -> 
     # geometry computed here, not taken from the reader, so it follows the validated order
     source.geometry = (row_dir, col_dir, normal, ipp[0], step, [float(v) for v in first.PixelSpacing])
     return source, notes
+
+
+UNCOMPRESSED_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _series_volume(source: DicomSource, label: str) -> tuple[Volume, Grid]:
+    """The series as a canonical int16 HU volume and the grid it is stored on.
+
+    The common case (uncompressed 16-bit slices already in LPS order: rows along +x, columns
+    along +y, slices along +z) is assembled straight from the pixel data read with the headers;
+    anything else goes through SimpleITK's reader and reorientation.
+    """
+    row_dir, col_dir, normal, origin, step, ps = source.geometry
+    direction = np.stack([row_dir, col_dir, normal], axis=1)
+    spacing = (float(ps[1]), float(ps[0]), float(step))
+    origin = tuple(float(v) for v in origin)
+    hu = None
+    if np.allclose(direction, np.eye(3), atol=1e-3):
+        hu = _hu_from_pixel_data(source.headers)
+    if hu is None:
+        image = _read_series_pixels(source, label)
+        volume = to_canonical(_hu_image(sitk.GetArrayFromImage(image), image))
+    else:
+        volume = Volume(hu, spacing, origin)
+    first = source.headers[0]
+    grid = Grid((int(first.Columns), int(first.Rows), len(source.files)), spacing, origin,
+                tuple(float(v) for v in direction.ravel()))
+    return volume, grid
+
+
+def _hu_from_pixel_data(headers: list[pydicom.Dataset]) -> np.ndarray | None:
+    """int16 HU ``[slice, row, column]`` from uncompressed 16-bit pixel data, or None (other formats).
+
+    The same values as SimpleITK's float reading followed by :func:`_hu_image`: each slice's
+    rescale applied, rounded, and clipped to [−1024, 32767].
+    """
+    first = headers[0]
+    syntax = str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax not in UNCOMPRESSED_LITTLE_ENDIAN:
+        return None
+    rows, cols = int(first.Rows), int(first.Columns)
+    for ds in headers:
+        if ("PixelData" not in ds or int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1
+                or len(ds.PixelData) < 2 * rows * cols):
+            return None
+    hu = np.empty((len(headers), rows, cols), np.int16)
+    for k, ds in enumerate(headers):
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        raw = np.frombuffer(ds.PixelData, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(rows, cols)
+        stored = int(ds.get("BitsStored", 16) or 16)
+        if stored < 16:
+            shift = 16 - stored
+            if signed:  # sign-extend from the stored bits
+                raw = (raw << shift) >> shift
+            else:
+                raw = raw & ((1 << stored) - 1)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        if slope == 1.0 and intercept == int(intercept):
+            value = raw.astype(np.int32) + int(intercept)
+        else:
+            value = np.rint(raw * slope + intercept)
+        np.clip(value, -1024, 32767, out=hu[k], casting="unsafe")
+        del ds.PixelData  # the headers are kept (for exports); their pixels are in the volume now
+    return hu
 
 
 def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:

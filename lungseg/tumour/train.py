@@ -60,6 +60,7 @@ class TrainConfig:
     schedule: LossSchedule = field(default_factory=LossSchedule)
     augmentation: Augmentation | None = field(default_factory=Augmentation)
     negative_ratio: float = 0.5  # tumour-free slices per tumour slice, redrawn every epoch
+    positives_per_epoch: int | None = None  # a random subset of the tumour slices per epoch (None = all)
     crop_size: int | None = 256  # pixels; None = whole slices
     unet: UNetConfig = field(default_factory=UNetConfig)
     seed: int = 0
@@ -145,6 +146,7 @@ class SliceDataset(Dataset):
         seed: int = 0,
         random_crop: bool = True,
         fill_value: float = 0.0,
+        positives_per_epoch: int | None = None,
     ):
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -165,6 +167,7 @@ class SliceDataset(Dataset):
         if crop_size is not None and crop_size % size_multiple:
             raise ValueError(f"crop_size {crop_size} must be a multiple of {size_multiple}")
         self.negative_ratio = negative_ratio
+        self.positives_per_epoch = positives_per_epoch
         self.crop_size = crop_size if random_crop else None
         self.random_crop = random_crop and crop_size is not None
         self.seed = seed
@@ -180,17 +183,27 @@ class SliceDataset(Dataset):
         self.set_epoch(0)
 
     @property
+    def positive_count(self) -> int:
+        if self.positives_per_epoch is None:
+            return len(self.positives)
+        return min(len(self.positives), self.positives_per_epoch)
+
+    @property
     def negative_count(self) -> int:
         if not self.positives:
             return len(self.negatives)
-        return min(len(self.negatives), int(round(self.negative_ratio * len(self.positives))))
+        return min(len(self.negatives), int(round(self.negative_ratio * self.positive_count)))
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's negatives (and, through the epoch, its crops)."""
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch, 0])
         chosen = np.sort(rng.choice(len(self.negatives), self.negative_count, replace=False))
-        self.items = self.positives + [self.negatives[i] for i in chosen]
+        positives = self.positives
+        if self.positive_count < len(self.positives):
+            picked = np.sort(np.random.default_rng([self.seed, epoch, 5]).choice(len(self.positives), self.positive_count, replace=False))
+            positives = [self.positives[i] for i in picked]
+        self.items = positives + [self.negatives[i] for i in chosen]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -381,7 +394,8 @@ def train(
         best_val_dice = float(checkpoint.get("best_val_dice", -1.0))
 
     multiple = model.size_multiple
-    train_set = SliceDataset(train_data, config.negative_ratio, config.crop_size, multiple, config.seed, random_crop=True)
+    train_set = SliceDataset(train_data, config.negative_ratio, config.crop_size, multiple, config.seed, random_crop=True,
+                             positives_per_epoch=config.positives_per_epoch)
     val_set = (
         SliceDataset(val_data, config.negative_ratio, None, multiple, config.seed, random_crop=False)
         if val_data
