@@ -182,7 +182,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     expect(f.locator("#hu")).to_have_text(f"HU {int(vol.array[k, jj, ii])} at (x {ii}, y {jj})")
     # a click returns the voxel centre in LPS mm to Python, which shows it
     page.mouse.click(x, y)
-    cap = page.get_by_text(re.compile(r"Clicked point: \("))
+    cap = page.get_by_text(re.compile(rf"Clicked point: .*voxel \(x {ii}, y {jj}, slice {k + 1}\)"))
     expect(cap).to_be_visible(timeout=30_000)
     mm = [float(v) for v in re.search(r"\(([^)]*)\) mm", cap.inner_text()).group(1).split(",")]
     want = vol.index_to_physical([k, jj, ii])[0]
