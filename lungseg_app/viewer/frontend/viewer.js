@@ -1,7 +1,7 @@
 // lungseg viewer: axial slice with overlays, coronal and sagittal reformats, all drawn from one int16
 // volume fetched once per case.  Window/level, opacity, layers, zoom, pan and stepping never reach the
 // server; a click (point in mm + HU) and the settled slice are sent back to Python.
-import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=2";
+import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=4";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] };
 const $ = (id) => document.getElementById(id);
@@ -167,16 +167,17 @@ function renderReformat(canvas, along) {
   canvas.__mm = [w * (along === "x" ? spacing[0] : spacing[1]), nz * spacing[2]];
 }
 
-function presentReformat(canvas, along) {
-  const ctx = canvas.getContext("2d"), d = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
-  const { nz } = S.g;
+function presentReformat(canvas) {  // the image only: drawn when it changes, not on every step
+  const ctx = canvas.getContext("2d"), d = window.devicePixelRatio || 1;
   ctx.setTransform(d, 0, 0, d, 0, 0);
-  ctx.drawImage(canvas.__src, 0, 0, w, h);
-  const y = ((nz - 1 - S.z) + 0.5) / nz * h;
-  ctx.strokeStyle = "#00ff9c"; ctx.lineWidth = 1; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+  ctx.drawImage(canvas.__src, 0, 0, canvas.clientWidth, canvas.clientHeight);
+}
+
+function placeLines(canvas, along) {  // crosshair lines are elements over the canvas: moving them is cheap
+  const { nz } = S.g, w = canvas.clientWidth, h = canvas.clientHeight, box = canvas.parentElement;
+  box.querySelector(".hl").style.top = (((nz - 1 - S.z) + 0.5) / nz * h) + "px";
   const q = along === "x" ? (S.cx + 0.5) / S.g.nx : (S.cy + 0.5) / S.g.ny;
-  ctx.setLineDash([4, 4]); ctx.strokeStyle = "rgba(255,255,255,.45)"; ctx.beginPath();
-  ctx.moveTo(q * w, 0); ctx.lineTo(q * w, h); ctx.stroke(); ctx.setLineDash([]);
+  box.querySelector(".vl").style.left = (q * w) + "px";
 }
 
 function draw() {
@@ -185,8 +186,12 @@ function draw() {
   buildLut();
   renderAxialSource();
   presentAxial();
-  if (S.reformDirty) { renderReformat(coronal, "x"); renderReformat(sagittal, "y"); S.reformDirty = false; }
-  presentReformat(coronal, "x"); presentReformat(sagittal, "y");
+  if (S.reformDirty || S.reformLayout) {
+    if (S.reformDirty) { renderReformat(coronal, "x"); renderReformat(sagittal, "y"); }
+    presentReformat(coronal); presentReformat(sagittal);
+    S.reformDirty = false; S.reformLayout = false;
+  }
+  placeLines(coronal, "x"); placeLines(sagittal, "y");
 }
 function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
 
@@ -204,6 +209,7 @@ function layout() {
     if (h > cap) { w = Math.round(w * cap / h); h = cap; }
     c.style.width = w + "px"; c.style.height = h + "px"; c.width = w * d; c.height = h * d;
   }
+  S.reformLayout = true;
   setFrameHeight(H);
   requestDraw();
 }
@@ -258,7 +264,7 @@ function setSlice(z) {
   if (!S.g) return;
   const nz = S.g.nz, k = Math.max(0, Math.min(nz - 1, z));
   if (k === S.z) return;
-  S.z = k; draw();
+  S.z = k; requestDraw();  // key repeats within one frame draw once
   clearTimeout(S.settleTimer);
   S.settleTimer = setTimeout(() => { if (S.sentSlice !== S.z) emit("slice"); }, 400);
 }
