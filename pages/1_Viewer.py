@@ -1,98 +1,164 @@
-"""Viewer: axial stack stepped client-side, windows, overlays, lesion table, coronal/sagittal context."""
+"""Viewer: the case as a browser-side imaging component (image first), opened progressively."""
 
-import numpy as np
+from pathlib import Path
+
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lungseg_app import gate, render, review_panel, state
+from lungseg.case import CaseMemory, CaseSource, ManualSource, model_version
+from lungseg.errors import LungsegError
+from lungseg_app import cases, gate, review_panel, state
+from lungseg_app.viewer import lesion_start_slice, opening, viewer_layers
+from lungseg_app.viewer.component import viewer
+from lungseg_app.viewer.publish import STATUS, component_args
 
-st.set_page_config(page_title="lungseg viewer", layout="wide")
+st.set_page_config(page_title="lungseg viewer", layout="wide", initial_sidebar_state="collapsed")
+st.markdown("<style>.block-container{padding-top:2.6rem;padding-left:2rem;padding-right:2rem}</style>",
+            unsafe_allow_html=True)
 user = gate.require_user()
-case = state.current()
-if case is None:
-    st.title("Viewer")
-    st.info("No case open: open one on the Home page.")
-    st.page_link("app.py", label="← Home")
-    st.stop()
+HEIGHT = 860
+ctx = get_script_run_ctx()
+who = ctx.session_id if ctx else "local"
+predictor, model_note = state.predictor_and_note()
 
-vol = case.volume
-arr = vol.array
-nz = arr.shape[0]
 
-with st.sidebar:
-    st.markdown(f"**{case.label}**")
-    preset = st.selectbox("Window", list(render.WINDOWS) + ["Custom"], key="win_preset")
-    if preset == "Custom":
-        width = st.number_input("Width (HU)", 1, 5000, 1500, step=50, key="win_w")
-        level = st.number_input("Level (HU)", -1500, 3000, -600, step=10, key="win_l")
+def start_job(source: CaseSource, label: str) -> bool:
+    """Open ``source`` in the background (a case already in the server's memory shows at once)."""
+    drop_job()
+    if source.automatic.kind == "model" and predictor is None:
+        st.error("No tumour model is available on this server, so no automatic contour can be made.")
+        return False
+    version = model_version(predictor) if source.automatic.kind == "model" else None
+    try:
+        hit = state.memory().get(CaseMemory.key_of(source, version))
+    except OSError as exc:
+        st.error(f"{label}: {cases.one_line(exc)}")
+        return False
+    if hit is not None:
+        state.set_current(hit)
+        return True
+    st.session_state["viewer_job"] = opening.open_job(source, predictor, version, who, label, state.result_cache())
+    st.session_state["viewer_job_version"] = version
+    st.session_state["viewer_job_base"] = id(state.current())
+    return True
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def folder_entries(root: str) -> list:
+    """The data folder's cases (listing it walks every DICOM folder: not on every rerun)."""
+    return cases.list_data_folder(Path(root))
+
+
+def drop_job() -> None:
+    job = st.session_state.pop("viewer_job", None)
+    if job is not None:
+        job.release(who)
+
+
+# the job this session opened here, unless the Home page has opened another case since
+job = st.session_state.get("viewer_job")
+if job is not None:
+    snap = job.snapshot()
+    current = state.current()
+    if snap.error:
+        drop_job()
+        if snap.error != "cancelled":
+            st.error(snap.error)
+        job = None
+    elif snap.done and job.case is not None:
+        if current is not job.case and st.session_state.get("viewer_job_base") != id(current):
+            drop_job()  # Home opened another case after this one finished
+        elif current is not job.case:
+            state.memory().put(CaseMemory.key_of(job.source, st.session_state.get("viewer_job_version")), job.case)
+            state.set_current(job.case)
+        job = st.session_state.get("viewer_job")
+        if job is not None and state.current() is job.case:
+            drop_job()
+            job = None
+    elif st.session_state.get("viewer_job_base") != id(current):
+        drop_job()  # Home opened another case while this one was opening
+        job = None
+
+polling = job is not None
+
+
+# while a case opens the browser polls the job's status file; Python reruns when the browser says the
+# job has finished (and every few seconds as a safety net), not on every stage
+@st.fragment(run_every=5.0 if polling else None)
+def show() -> None:
+    job = st.session_state.get("viewer_job")
+    vc = None
+    if job is not None:
+        snap = job.snapshot()
+        if snap.done:
+            st.rerun()  # hand over to the finished case (and stop polling)
+        args = {"case": job.folder.token, "folder": job.folder.token, "status": STATUS, "label": job.label}
+        progress = {"text": snap.message, "fraction": snap.fraction, "done": False}
     else:
-        width, level = render.WINDOWS[preset]
+        case = state.current()
+        if case is None:
+            st.title("Viewer")
+            st.info("No case open: open one on the Home page or below.")
+            st.page_link("app.py", label="← Home")
+            return
+        vc = viewer_layers(case)
+        start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
+        args = component_args(vc, start, wait=True)
+        progress = {"text": "", "fraction": 1.0, "done": True}
+    value = viewer(args, progress=progress, height=HEIGHT)
+    remember(value, args["case"], vc)
+    click = st.session_state.get("viewer_click")
+    if click and click["case"] == args["case"]:
+        x, y, z = click["mm"]
+        k, j, i = click["zyx"]
+        st.caption(f"Clicked point: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS · voxel (x {i}, y {j}, slice {k + 1}) · HU {click['hu']}")
+    if vc is None:
+        return
+    if vc.lesions:
+        st.markdown(f"**Lesions** ({vc.lesion_source})")
+        st.dataframe([{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
+                       "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
+                       "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}",
+                       "centre slice": r["centroid_slice"] + 1} for r in vc.lesions], hide_index=True, width="content")
+    for note in vc.notes:
+        st.caption(note)
+
+
+def remember(value: dict | None, shown: str, vc) -> None:
+    """Keep what the component returned: the settled slice, and a click for click-to-segment."""
+    if not value or value.get("case") != shown:
+        return
+    if value.get("slice") is not None and vc is not None:
+        st.session_state["viewer_slices"][vc.key] = int(value["slice"])
+    click = value.get("click")
+    if click and value.get("reason") == "click" and st.session_state.get("viewer_click_seq") != (shown, value["seq"]):
+        st.session_state["viewer_click_seq"] = (shown, value["seq"])
+        st.session_state["viewer_click_mm"] = tuple(float(v) for v in click["mm"])
+        st.session_state["viewer_click"] = {"case": shown, **click}
+
+
+show()
+if st.session_state.get("viewer_job") is None and state.current() is not None:
     st.divider()
-    style = st.radio("Overlay style", ["outline", "filled"], horizontal=True, key="ov_style")
-    layers = []
-    avail = {
-        "lung region": case.lungs.lung_region,
-        "automatic tumour": case.automatic.mask if case.automatic else None,
-        "manual contour": case.manual.mask if case.manual else None,
-    }
-    for name, mask in avail.items():
-        if mask is None:
-            st.caption(f"{name}: not available")
-            continue
-        on = st.toggle(name, value=True, key=f"show_{name}")
-        op = st.slider(f"{name} opacity", 0.0, 1.0, 0.5 if name == "lung region" else 0.9, 0.05,
-                       key=f"op_{name}", disabled=not on, label_visibility="collapsed")
-        if on:
-            layers.append((name, mask, op))
-    if case.manual:
-        st.caption(f"Manual contour: {case.manual.name}")
-    for n in case.notes:
-        st.caption(n)
+    review_panel.show(state.current(), user)  # outside the fragment: its choices rerun the whole page
 
-st.title(f"{case.label}")
-
-what, rows = "automatic tumour", list(case.lesions)
-jump = st.session_state.get("jump") or {"slice": nz // 2, "token": f"{case.key}:open"}
-if rows:
-    st.markdown(f"**Lesions** ({what})")
-    table = [{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
-              "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
-              "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}", "centre slice": r["centroid_slice"] + 1}
-             for r in rows]
-    st.dataframe(table, hide_index=True, width="content")
-    cols = st.columns(min(len(rows), 8) or 1)
-    for i, r in enumerate(rows[:8]):
-        if cols[i].button(f"Go to lesion {r['lesion']} (slice {r['centroid_slice'] + 1})", key=f"jump_{i}"):
-            jump = {"slice": int(r["centroid_slice"]), "token": f"{case.key}:lesion{r['lesion']}:{np.random.randint(1 << 30)}"}
-            st.session_state["jump"] = jump
-else:
-    st.caption("No lesions to list (no tumour model result and no manual contour).")
-
-# context planes through the first lesion, else the middle of the lung region, else the image centre
-if rows:
-    k0 = rows[0]["centroid_slice"]
-    ref = case.automatic.mask if case.automatic else case.manual.mask if case.manual else None
-    yx = np.argwhere(ref[k0]) if ref is not None else np.empty((0, 2))
-    y0, x0 = (int(yx[:, 0].mean()), int(yx[:, 1].mean())) if len(yx) else (arr.shape[1] // 2, arr.shape[2] // 2)
-else:
-    lr = case.lungs.lung_region
-    yx = np.argwhere(lr.any(axis=0)) if lr.any() else np.empty((0, 2))
-    y0, x0 = (int(yx[:, 0].mean()), int(yx[:, 1].mean())) if len(yx) else (arr.shape[1] // 2, arr.shape[2] // 2)
-
-with st.spinner("Rendering slices…"):
-    slices = render.cached_stack(case.key, arr, float(width), float(level))
-    overlays = []
-    for name, mask, op in layers:
-        tag = case.manual.name if name == "manual contour" and case.manual else ""
-        overlays.append({"name": name, "opacity": op, "frames": render.cached_overlay(case.key, name, tag or "", mask, style)})
-    cor, sag = render.context_images(arr, vol.spacing, y0, x0, float(width), float(level),
-                                     [(m, render.LAYERS[n]) for n, m, _ in layers if n != "lung region"])
-html, height = render.viewer_html(case_key=case.key, slices=slices, overlays=overlays, start=jump["slice"],
-                                  token=jump["token"], shape_zyx=arr.shape, spacing_xyz=vol.spacing,
-                                  z_mm=list(vol.slice_z_mm()), coronal=cor, sagittal=sag, x0=x0, y0=y0)
-st.iframe(html, height=height)
-legend = " · ".join(f"<span style='color:rgb{render.LAYERS[n]}'>■</span> {n}" for n, _, _ in layers)
-if legend:
-    st.markdown(legend, unsafe_allow_html=True)
-
-st.divider()
-review_panel.show(case, user)
+with st.expander("Open another case", expanded=state.current() is None and job is None):
+    entries = folder_entries(str(cases.data_root()))
+    left, right = st.columns([3, 1])
+    if entries:
+        pick = left.selectbox("Case from the data folder", [p.name for p in entries], key="viewer_pick")
+        if right.button("Open this case", key="viewer_open"):
+            try:
+                path = cases.inside_data_folder(cases.data_root() / pick)
+            except LungsegError as exc:
+                st.error(str(exc))
+            else:
+                if start_job(CaseSource(str(path), manual=ManualSource("rtstruct", None, None)), pick):
+                    st.rerun()
+    else:
+        left.caption(f"No cases in the data folder `{cases.data_root()}`.")
+    if right.button("Open the demo case", key="viewer_open_demo"):
+        if start_job(CaseSource.demo(), "the demo case"):
+            st.rerun()
+if model_note:
+    st.caption(model_note)

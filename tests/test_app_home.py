@@ -82,22 +82,53 @@ def test_open_image_from_data_folder_and_reopen_from_disk_cache(_app_env, tmp_pa
     assert np.array_equal(again.automatic.mask, case.automatic.mask)
 
 
-def test_viewer_page_renders_and_jumps_to_lesion():
+def test_viewer_page_shows_the_case_through_the_component():
     at = home()
     at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
     assert not at.exception and not at.error
-    jump_buttons = [b for b in at.button if b.label.startswith("Go to lesion 1")]
-    assert jump_buttons
-    before = at.session_state["jump"]["token"]
-    jump_buttons[0].click().run()
-    jump = at.session_state["jump"]
-    assert jump["token"] != before
-    rows = at.session_state["case"].lesions
-    assert jump["slice"] == rows[0]["centroid_slice"]
-    # window presets and custom window
-    at.selectbox(key="win_preset").select("Custom").run()
-    at.number_input(key="win_w").set_value(400).run()
+    case = at.session_state["case"]
+    # the lesion table under the image, and the case's files written for the browser
+    assert any("Lesions" in m.value for m in at.markdown)
+    assert at.dataframe[0].value["lesion"].tolist() == [r["lesion"] for r in case.lesions]
+    assert any(s.value == "Review" for s in at.subheader)  # the review panel under it
+    served = Path(cases.app_cache_dir()) / "viewer-files"
+    assert [p for p in served.iterdir() if p.is_dir() and any(p.glob("ct-*.gz"))]
+
+
+def test_viewer_opens_a_case_progressively_from_its_own_picker(_app_env):
+    from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
+
+    ph = synthetic_chest_ct(PhantomSpec(shape_zyx=(24, 96, 96), spacing_zyx=(5.0, 3.5, 3.5)))
+    sitk.WriteImage(ph.ct.to_sitk(), str(_app_env / "small.nii.gz"))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["demo_tried"] = True
+    at.run()
+    at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
+    at.selectbox(key="viewer_pick").select("small.nii.gz")
+    at.button(key="viewer_open").click().run()
     assert not at.exception
+    job = at.session_state["viewer_job"]
+    job._thread.join(120)
+    assert job.snapshot().done and job.snapshot().error is None
+    assert list(job.snapshot().timeline) == ["ct", "lungs", "done"]
+    at.run()  # the finished job becomes the app's current case
+    assert not at.exception and at.session_state["case"].label == "small"
+    assert "viewer_job" not in at.session_state
+    # an unreadable file: a one-line error, the open case stays
+    at.selectbox(key="viewer_pick").select("broken.nii.gz")
+    at.button(key="viewer_open").click().run()
+    if "viewer_job" in at.session_state:
+        at.session_state["viewer_job"]._thread.join(120)
+        at.run()
+    assert any("broken.nii.gz" in e.value for e in at.error) and at.session_state["case"].label == "small"
+    # leaving the page while a case opens is harmless: it is there on return
+    at.button(key="viewer_open_demo").click().run()
+    job = at.session_state["viewer_job"] if "viewer_job" in at.session_state else None  # None: from memory
+    at.switch_page(str(REPO / "app.py")).run()
+    if job is not None:
+        job._thread.join(120)
+    at.switch_page(str(REPO / "pages" / "1_Viewer.py")).run()
+    assert not at.exception and at.session_state["case"].label == "demo-phantom"
 
 
 def test_viewer_without_case_points_home():
@@ -139,6 +170,4 @@ def test_rendering_helpers():
     assert u8.tolist() == [[0, 127, 255]]
     m = np.zeros((3, 8, 8), bool)
     m[1, 2:6, 2:6] = True
-    ov = render.encode_overlay(m, (255, 0, 0), "outline")
-    assert list(ov) == [1] and ov[1].startswith("data:image/png;base64,")
     assert render.outline(m)[1].sum() == 12

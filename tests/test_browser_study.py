@@ -8,7 +8,7 @@ import pytest
 from lungseg.study import DesignParams, StudyStore, authenticate_rater, set_admin_password
 from lungseg.case import AutomaticSource, CaseSource
 from lungseg.study.cases import study_case
-from lungseg_app.serve import app_server, launch_chromium
+from browser_harness import app_server, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

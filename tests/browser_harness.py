@@ -1,4 +1,5 @@
-"""Start the app as a real ``streamlit run`` server and a headless Chromium (for browser tests and benchmarks)."""
+"""Test and benchmark harness (not shipped in the app): a real ``streamlit run`` server on a free port,
+headless Chromium, and the in-page latency probe."""
 
 from __future__ import annotations
 
@@ -74,6 +75,25 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
-def viewer_frame(page):
-    """The viewer component's frame (the iframe holding the slice stack)."""
-    return page.frame_locator("iframe[title], iframe").last
+# In-page probe, injected by benchmarks only: for each key press (or click / input), the time from the
+# event to the frame after the handler's drawing (rAF, then a message after that frame's paint).
+LATENCY_PROBE = """() => {
+  window.__probe = [];
+  const after = (t0, what) => requestAnimationFrame(() => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => window.__probe.push({what, ms: performance.now() - t0,
+      slice: document.getElementById('axial').dataset.slice});
+    ch.port2.postMessage(0);
+  });
+  for (const type of ['keydown', 'click', 'input', 'pointermove'])
+    document.addEventListener(type, (e) => after(e.timeStamp, type), true);
+}"""
+
+
+def expand_picker(page, button: str) -> None:
+    """Open the viewer page's "Open another case" expander (unless it is open) until ``button`` shows."""
+    details = page.locator('[data-testid="stExpander"] details').filter(has_text="Open another case")
+    details.wait_for(timeout=120_000)
+    if details.get_attribute("open") is None:
+        page.get_by_text("Open another case").click()
+    page.get_by_role("button", name=button).wait_for(state="visible", timeout=30_000)

@@ -1,0 +1,439 @@
+// lungseg viewer: axial slice with overlays, coronal and sagittal reformats, all drawn from one int16
+// volume fetched once per case.  Window/level, opacity, layers, zoom, pan and stepping never reach the
+// server; a click (point in mm + HU) and the settled slice are sent back to Python.
+import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=4";
+
+const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] };
+const $ = (id) => document.getElementById(id);
+const axial = $("axial"), coronal = $("coronal"), sagittal = $("sagittal");
+const S = {
+  key: null, gen: 0, abort: null, g: null, vol: null, ready: null, nReady: 0, requested: new Set(),
+  layers: new Map(), lesionsJson: "", base: null,
+  z: 0, cx: 0, cy: 0, W: 1500, L: -600, zoom: 1, panX: 0, panY: 0, fill: false,
+  hover: null, click: null, seq: 0, sentSlice: null, settleTimer: null, progress: {}, height: 880,
+  lut: new Uint32Array(65536), lutKey: "", reformDirty: true, drawQueued: false,
+};
+const src = document.createElement("canvas"), srcCtx = src.getContext("2d");
+let img = null, img32 = null;
+
+// ---------------------------------------------------------------- data
+async function fetchGz(file, signal) {
+  const r = await fetch(new URL(file, S.base), { signal });
+  if (!r.ok) throw new Error(`${r.status} ${file}`);
+  const stream = r.body.pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function newCase(args) {
+  if (S.abort) S.abort.abort();
+  S.abort = new AbortController();
+  S.gen += 1; S.key = args.case; S.g = args.geometry;
+  const { nx, ny, nz } = S.g;
+  S.vol = new Int16Array(nx * ny * nz); S.ready = new Uint8Array(nz); S.nReady = 0; S.requested = new Set();
+  S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.click = null; S.hover = null; S.sentSlice = null;
+  S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
+  S.zoom = 1; S.panX = 0; S.panY = 0; S.reformDirty = true;
+  axial.dataset.geometry = [nx, ny, S.g.spacing[0], S.g.spacing[1], nz].join(",");
+  src.width = nx; src.height = ny; img = srcCtx.createImageData(nx, ny); img32 = new Uint32Array(img.data.buffer);
+  document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = ""; document.body.dataset.ct = "";
+  $("label").textContent = args.label;
+  layout();
+}
+
+async function loadSlab(s, file, gen) {
+  try {
+    const buf = await fetchGz(file, S.abort.signal);
+    if (gen !== S.gen) return;
+    const { nx, ny, nz, slab } = S.g, n0 = nx * ny, z0 = s * slab, z1 = Math.min(nz, z0 + slab), n = (z1 - z0) * n0;
+    const lo = buf.subarray(0, n), hi = buf.subarray(n, 2 * n), out = S.vol, off = z0 * n0;
+    for (let i = 0; i < n; i++) out[off + i] = ((hi[i] << 24) | (lo[i] << 16)) >> 16;
+    for (let z = z0; z < z1; z++) { if (!S.ready[z]) { S.ready[z] = 1; S.nReady++; } }
+    S.reformDirty = true;
+    if (S.nReady === nz) document.body.dataset.ct = "ready";
+    showProgress();
+    requestDraw();
+  } catch (e) { if (gen === S.gen && e.name !== "AbortError") { S.requested.delete(s); $("ptext").textContent = "CT: " + e.message; } }
+}
+
+async function loadMask(layer, file, gen) {
+  try {
+    const bits = await fetchGz(file, S.abort.signal);
+    if (gen !== S.gen || layer.file !== file) return;
+    layer.bits = bits; layer.loaded = file; S.reformDirty = true;
+    document.body.dataset.layers = [...S.layers.values()].filter((l) => l.bits).map((l) => l.name).join(",");
+    renderLayerPanel(); requestDraw();
+  } catch (e) { if (gen === S.gen && e.name !== "AbortError") { layer.requested = null; layer.error = e.message; renderLayerPanel(); } }
+}
+
+// ---------------------------------------------------------------- drawing
+function buildLut() {
+  const key = S.W + "/" + S.L;
+  if (key === S.lutKey) return;
+  S.lutKey = key; S.reformDirty = true;
+  const lo = S.L - S.W / 2, k = 255 / Math.max(1, S.W), lut = S.lut;
+  for (let i = 0; i < 65536; i++) {
+    let g = ((i - 32768) - lo) * k; g = g < 0 ? 0 : g > 255 ? 255 : g | 0;
+    lut[i] = 0xff000000 | (g << 16) | (g << 8) | g;
+  }
+  $("wl").textContent = `W ${Math.round(S.W)}  L ${Math.round(S.L)}`;
+  for (const b of document.querySelectorAll("[data-preset]")) {
+    const [w, l] = PRESETS[b.dataset.preset]; b.classList.toggle("on", w === S.W && l === S.L);
+  }
+}
+
+const bit = (bits, t) => (bits[t >> 3] >> (7 - (t & 7))) & 1;
+
+// blend one layer over an RGBA plane; index(t) maps plane pixel p to the voxel index t
+function blend(px, layer, w, h, voxel, outline) {
+  const bits = layer.bits, a = layer.opacity, ia = 1 - a;
+  const cr = layer.colour[0] * a, cg = layer.colour[1] * a, cb = layer.colour[2] * a;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const t = voxel(x, y);
+      if (!bit(bits, t)) continue;
+      if (outline && x > 0 && y > 0 && x < w - 1 && y < h - 1 &&
+          bit(bits, voxel(x - 1, y)) && bit(bits, voxel(x + 1, y)) && bit(bits, voxel(x, y - 1)) && bit(bits, voxel(x, y + 1))) continue;
+      const p = y * w + x, v = px[p];
+      px[p] = 0xff000000 | (((((v >> 16) & 255) * ia + cb) | 0) << 16) | (((((v >> 8) & 255) * ia + cg) | 0) << 8) | (((v & 255) * ia + cr) | 0);
+    }
+  }
+}
+
+function renderAxialSource() {
+  const { nx, ny } = S.g, n = nx * ny, off = S.z * n, px = img32, lut = S.lut, vol = S.vol;
+  if (S.ready[S.z]) {
+    for (let i = 0; i < n; i++) px[i] = lut[vol[off + i] + 32768];
+    for (const l of S.layers.values()) {
+      if (!l.on || !l.bits) continue;
+      blendAxial(px, l, off, nx, ny, !S.fill);
+    }
+  } else px.fill(0xff1a1a1a);
+  srcCtx.putImageData(img, 0, 0);
+}
+
+// the axial plane is contiguous in the volume: skip whole empty mask bytes
+function blendAxial(px, layer, off, nx, ny, outline) {
+  const bits = layer.bits, n = nx * ny, a = layer.opacity, ia = 1 - a;
+  const cr = layer.colour[0] * a, cg = layer.colour[1] * a, cb = layer.colour[2] * a;
+  for (let p = 0; p < n; p++) {
+    const t = off + p, byte = bits[t >> 3];
+    if (byte === 0) { p += 7 - (t & 7); continue; }
+    if (!((byte >> (7 - (t & 7))) & 1)) continue;
+    if (outline) {
+      const x = p % nx, y = (p / nx) | 0;
+      if (x > 0 && y > 0 && x < nx - 1 && y < ny - 1 && bit(bits, t - 1) && bit(bits, t + 1) && bit(bits, t - nx) && bit(bits, t + nx)) continue;
+    }
+    const v = px[p];
+    px[p] = 0xff000000 | (((((v >> 16) & 255) * ia + cb) | 0) << 16) | (((((v >> 8) & 255) * ia + cg) | 0) << 8) | (((v & 255) * ia + cr) | 0);
+  }
+}
+
+function view() {
+  const { nx, ny, spacing: [sx, sy] } = S.g, w = axial.clientWidth, h = axial.clientHeight;
+  const s = Math.min(w / (nx * sx), h / (ny * sy)) * S.zoom;
+  return { s, ox: (w - nx * sx * s) / 2 + S.panX, oy: (h - ny * sy * s) / 2 + S.panY, sx, sy };
+}
+
+function presentAxial() {
+  const ctx = axial.getContext("2d"), d = window.devicePixelRatio || 1, v = view(), { nx, ny } = S.g;
+  ctx.setTransform(d, 0, 0, d, 0, 0);
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, axial.clientWidth, axial.clientHeight);
+  ctx.imageSmoothingEnabled = S.zoom < 3;
+  ctx.drawImage(src, v.ox, v.oy, nx * v.sx * v.s, ny * v.sy * v.s);
+  const px = v.ox + (S.cx + 0.5) * v.sx * v.s, py = v.oy + (S.cy + 0.5) * v.sy * v.s;
+  ctx.strokeStyle = "rgba(0,255,156,.8)"; ctx.lineWidth = 1; ctx.beginPath();
+  ctx.moveTo(px - 9, py); ctx.lineTo(px - 3, py); ctx.moveTo(px + 3, py); ctx.lineTo(px + 9, py);
+  ctx.moveTo(px, py - 9); ctx.lineTo(px, py - 3); ctx.moveTo(px, py + 3); ctx.lineTo(px, py + 9); ctx.stroke();
+  const z = S.g.origin[2] + S.z * S.g.spacing[2] * S.g.direction[8];
+  $("slice").textContent = `Slice ${S.z + 1} / ${S.g.nz}  (z ${z.toFixed(1)} mm)`;
+  axial.dataset.slice = String(S.z + 1);
+  if (S.ready[S.z] && !document.body.dataset.firstImage) document.body.dataset.firstImage = "1";
+}
+
+// reformat planes: width w along x (coronal) or y (sagittal), height nz with the top slice first
+function renderReformat(canvas, along) {
+  const { nx, ny, nz, spacing } = S.g, n = nx * ny, w = along === "x" ? nx : ny;
+  const c = canvas.__src || (canvas.__src = document.createElement("canvas"));
+  if (c.width !== w || c.height !== nz) { c.width = w; c.height = nz; }
+  const cctx = c.getContext("2d"), im = cctx.createImageData(w, nz), px = new Uint32Array(im.data.buffer);
+  const voxel = along === "x" ? (x, r) => (nz - 1 - r) * n + S.cy * nx + x : (y, r) => (nz - 1 - r) * n + y * nx + S.cx;
+  for (let r = 0; r < nz; r++) {
+    const z = nz - 1 - r;
+    if (!S.ready[z]) { px.fill(0xff1a1a1a, r * w, (r + 1) * w); continue; }
+    for (let q = 0; q < w; q++) px[r * w + q] = S.lut[S.vol[voxel(q, r)] + 32768];
+  }
+  for (const l of S.layers.values()) if (l.on && l.bits) blend(px, l, w, nz, voxel, !S.fill);
+  cctx.putImageData(im, 0, 0);
+  canvas.__mm = [w * (along === "x" ? spacing[0] : spacing[1]), nz * spacing[2]];
+}
+
+function presentReformat(canvas) {  // the image only: drawn when it changes, not on every step
+  const ctx = canvas.getContext("2d"), d = window.devicePixelRatio || 1;
+  ctx.setTransform(d, 0, 0, d, 0, 0);
+  ctx.drawImage(canvas.__src, 0, 0, canvas.clientWidth, canvas.clientHeight);
+}
+
+function placeLines(canvas, along) {  // crosshair lines are elements over the canvas: moving them is cheap
+  const { nz } = S.g, w = canvas.clientWidth, h = canvas.clientHeight, box = canvas.parentElement;
+  box.querySelector(".hl").style.top = (((nz - 1 - S.z) + 0.5) / nz * h) + "px";
+  const q = along === "x" ? (S.cx + 0.5) / S.g.nx : (S.cy + 0.5) / S.g.ny;
+  box.querySelector(".vl").style.left = (q * w) + "px";
+}
+
+function draw() {
+  S.drawQueued = false;
+  if (!S.g) return;
+  buildLut();
+  renderAxialSource();
+  presentAxial();
+  if (S.reformDirty || S.reformLayout) {
+    if (S.reformDirty) { renderReformat(coronal, "x"); renderReformat(sagittal, "y"); }
+    presentReformat(coronal); presentReformat(sagittal);
+    S.reformDirty = false; S.reformLayout = false;
+  }
+  placeLines(coronal, "x"); placeLines(sagittal, "y");
+}
+function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
+
+// ---------------------------------------------------------------- layout and panels
+function layout() {
+  if (!S.g) return;
+  const d = window.devicePixelRatio || 1, W = window.innerWidth, H = S.height;
+  const mainH = H - 40, sideW = Math.max(240, Math.min(440, Math.round(W * 0.3)));
+  const size = Math.max(200, Math.min(W - sideW - 14, mainH));
+  for (const [c, w, h] of [[axial, size, size]]) { c.style.width = w + "px"; c.style.height = h + "px"; c.width = w * d; c.height = h * d; }
+  const { nx, ny, nz, spacing: [sx, sy, sz] } = S.g;
+  for (const [c, wmm] of [[coronal, nx * sx], [sagittal, ny * sy]]) {
+    let w = sideW - 8, h = Math.round(w * nz * sz / wmm);
+    const cap = Math.round(mainH * 0.34);
+    if (h > cap) { w = Math.round(w * cap / h); h = cap; }
+    c.style.width = w + "px"; c.style.height = h + "px"; c.width = w * d; c.height = h * d;
+  }
+  S.reformLayout = true;
+  setFrameHeight(H);
+  requestDraw();
+}
+
+let layerPanelKey = "";
+function renderLayerPanel() {
+  // rebuilt only when a layer appears, loads or fails: a rerun must not replace a slider being dragged
+  const key = JSON.stringify([...S.layers.values()].map((l) => [l.name, l.detail, l.file, !!l.bits, l.error]));
+  if (key === layerPanelKey) return;
+  layerPanelKey = key;
+  const box = $("layers");
+  box.textContent = "";
+  for (const l of S.layers.values()) {
+    const row = document.createElement("div"); row.className = "row"; row.dataset.layer = l.name;
+    const cb = document.createElement("input"); cb.type = "checkbox"; cb.checked = l.on; cb.setAttribute("aria-label", "show " + l.name);
+    cb.onchange = () => { l.on = cb.checked; S.reformDirty = true; requestDraw(); };
+    const sw = document.createElement("span"); sw.className = "sw"; sw.style.background = `rgb(${l.colour.join(",")})`;
+    const name = document.createElement("span"); name.textContent = l.name + (l.detail ? ` (${l.detail})` : "");
+    const op = document.createElement("input"); op.type = "range"; op.min = "0"; op.max = "1"; op.step = "0.05"; op.value = String(l.opacity);
+    op.setAttribute("aria-label", l.name + " opacity");
+    op.oninput = () => { l.opacity = parseFloat(op.value); S.reformDirty = true; requestDraw(); };
+    const st = document.createElement("span"); st.className = "muted";
+    st.textContent = l.bits ? "" : l.error ? "failed" : l.file ? "loading…" : "computing…";
+    row.append(cb, sw, name, op, st); box.append(row);
+  }
+}
+
+function renderLesions(rows, source) {
+  const box = $("lesions");
+  box.textContent = "";
+  if (!rows.length) return;
+  const h = document.createElement("div"); h.className = "cap"; h.textContent = `Lesions (${source})`; box.append(h);
+  for (const r of rows) {
+    const b = document.createElement("button"); b.dataset.lesion = r.lesion;
+    b.textContent = `${r.lesion} · ${r.side} · ${r.volume_ml} ml · slice ${r.slice + 1}`;
+    b.onclick = () => goTo(r.slice, r.y, r.x);
+    const row = document.createElement("div"); row.className = "row"; row.append(b); box.append(row);
+  }
+}
+
+function showProgress() {
+  const p = S.progress || {}, el = $("progress"), nz = S.g ? S.g.nz : 0;
+  const ctPart = S.g && S.nReady < nz ? ` · CT ${Math.round(100 * S.nReady / nz)} %` : "";
+  const done = (p.done !== false) && !ctPart;
+  el.classList.toggle("done", done);
+  $("pfill").style.width = Math.round(100 * (p.fraction ?? 1)) + "%";
+  $("ptext").textContent = (p.text || "") + ctPart;
+}
+
+// ---------------------------------------------------------------- interaction
+function setSlice(z) {
+  if (!S.g) return;
+  const nz = S.g.nz, k = Math.max(0, Math.min(nz - 1, z));
+  if (k === S.z) return;
+  S.z = k; requestDraw();  // key repeats within one frame draw once
+  clearTimeout(S.settleTimer);
+  S.settleTimer = setTimeout(() => { if (S.sentSlice !== S.z) emit("slice"); }, 400);
+}
+function goTo(z, y, x) {
+  if (y != null && x != null) { S.cy = y; S.cx = x; S.reformDirty = true; }
+  setSlice(z); requestDraw();
+}
+
+function voxelAt(ev) {
+  const r = axial.getBoundingClientRect(), v = view();
+  const i = Math.floor((ev.clientX - r.left - v.ox) / (v.sx * v.s)), j = Math.floor((ev.clientY - r.top - v.oy) / (v.sy * v.s));
+  if (i < 0 || j < 0 || i >= S.g.nx || j >= S.g.ny) return null;
+  return [S.z, j, i];
+}
+function huAt(zyx) { return S.ready[zyx[0]] ? S.vol[(zyx[0] * S.g.ny + zyx[1]) * S.g.nx + zyx[2]] : null; }
+function toMm([k, j, i]) {  // LPS mm of a voxel centre: origin + direction · (index · spacing)
+  const { origin: o, direction: D, spacing: sp } = S.g, ijk = [i * sp[0], j * sp[1], k * sp[2]];
+  return [0, 1, 2].map((r) => o[r] + D[3 * r] * ijk[0] + D[3 * r + 1] * ijk[1] + D[3 * r + 2] * ijk[2]);
+}
+function emit(reason) {
+  S.seq += 1; S.sentSlice = S.z;
+  setComponentValue({ case: S.key, reason, slice: S.z, hu: S.hover ? S.hover.hu : null,
+    voxel: S.hover ? S.hover.zyx : null, click: S.click, seq: S.seq });
+}
+function updateHover(ev) {
+  const zyx = voxelAt(ev), hu = zyx ? huAt(zyx) : null;
+  S.hover = zyx && hu !== null ? { zyx, hu } : null;
+  $("hu").textContent = S.hover ? `HU ${hu} at (x ${zyx[2]}, y ${zyx[1]})` : "";
+}
+
+const KEYS = { ArrowUp: 1, ArrowRight: 1, ArrowDown: -1, ArrowLeft: -1, PageUp: 10, PageDown: -10 };
+document.addEventListener("keydown", (ev) => {
+  if (!S.g || (ev.target && ev.target.tagName === "INPUT")) return;
+  if (ev.key in KEYS) setSlice(S.z + KEYS[ev.key]);
+  else if (ev.key === "Home") setSlice(0);
+  else if (ev.key === "End") setSlice(S.g.nz - 1);
+  else return;
+  ev.preventDefault();
+});
+
+axial.addEventListener("wheel", (ev) => {
+  ev.preventDefault();
+  if (!S.g) return;
+  if (ev.ctrlKey) {
+    const r = axial.getBoundingClientRect(), f = ev.deltaY < 0 ? 1.15 : 1 / 1.15;
+    zoomAbout(f, ev.clientX - r.left, ev.clientY - r.top);
+  } else setSlice(S.z + (ev.deltaY < 0 ? 1 : -1));
+}, { passive: false });
+
+function zoomAbout(f, mx, my) {
+  const v = view(), z = Math.max(0.5, Math.min(12, S.zoom * f)), k = z / S.zoom;
+  // keep the point under the cursor fixed: new offset = m - (m - o)·k
+  const w = axial.clientWidth, h = axial.clientHeight, { nx, ny } = S.g, s1 = v.s * k;
+  const ox = mx - (mx - v.ox) * k, oy = my - (my - v.oy) * k;
+  S.zoom = z; S.panX = ox - (w - nx * v.sx * s1) / 2; S.panY = oy - (h - ny * v.sy * s1) / 2;
+  requestDraw();
+}
+
+let drag = null;
+axial.addEventListener("contextmenu", (ev) => ev.preventDefault());
+axial.addEventListener("pointerdown", (ev) => {
+  if (!S.g) return;
+  axial.focus({ preventScroll: true });
+  const mode = ev.button === 2 || (ev.button === 0 && ev.ctrlKey) ? "wl" : ev.button === 1 ? "pan" : "press";
+  drag = { mode, x: ev.clientX, y: ev.clientY, W: S.W, L: S.L, panX: S.panX, panY: S.panY };
+  axial.setPointerCapture(ev.pointerId);
+  ev.preventDefault();
+});
+axial.addEventListener("pointermove", (ev) => {
+  if (!S.g) return;
+  updateHover(ev);
+  if (!drag) return;
+  const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+  if (drag.mode === "press" && Math.hypot(dx, dy) > 4) drag.mode = "pan";
+  if (drag.mode === "wl") {
+    const k = Math.max(1, drag.W / 300);
+    S.W = Math.max(1, Math.round(drag.W + dx * k)); S.L = Math.round(drag.L + dy * k); requestDraw();
+  } else if (drag.mode === "pan") { S.panX = drag.panX + dx; S.panY = drag.panY + dy; requestDraw(); }
+});
+axial.addEventListener("pointerup", (ev) => {
+  if (!drag) return;
+  const mode = drag.mode; drag = null;
+  if (mode !== "press") return;
+  const zyx = voxelAt(ev);
+  if (!zyx) return;
+  updateHover(ev);
+  S.cy = zyx[1]; S.cx = zyx[2]; S.reformDirty = true;
+  S.click = { zyx, mm: toMm(zyx).map((v) => Math.round(v * 1000) / 1000), hu: huAt(zyx) };
+  requestDraw(); emit("click");
+});
+
+for (const [canvas, along] of [[coronal, "x"], [sagittal, "y"]]) {
+  canvas.addEventListener("click", (ev) => {
+    if (!S.g) return;
+    const r = canvas.getBoundingClientRect(), fx = (ev.clientX - r.left) / r.width, fy = (ev.clientY - r.top) / r.height;
+    const z = S.g.nz - 1 - Math.floor(fy * S.g.nz);
+    if (along === "x") S.cx = Math.min(S.g.nx - 1, Math.floor(fx * S.g.nx)); else S.cy = Math.min(S.g.ny - 1, Math.floor(fx * S.g.ny));
+    S.reformDirty = true; setSlice(z); requestDraw();
+  });
+}
+for (const b of document.querySelectorAll("[data-preset]")) b.onclick = () => { [S.W, S.L] = PRESETS[b.dataset.preset]; requestDraw(); };
+$("zoomin").onclick = () => zoomAbout(1.25, axial.clientWidth / 2, axial.clientHeight / 2);
+$("zoomout").onclick = () => zoomAbout(1 / 1.25, axial.clientWidth / 2, axial.clientHeight / 2);
+$("zoomfit").onclick = () => { S.zoom = 1; S.panX = 0; S.panY = 0; requestDraw(); };
+$("fill").onchange = (ev) => { S.fill = ev.target.checked; S.reformDirty = true; requestDraw(); };
+window.addEventListener("resize", layout);
+
+// ---------------------------------------------------------------- arguments from Python
+// While a case opens, Python passes only the job's status file; the browser polls it (a small static
+// file) and applies it like arguments, then tells Python once the job has finished.
+const poll = { folder: null, timer: null, n: 0 };
+function stopPolling() { clearTimeout(poll.timer); poll.folder = null; }
+function pollStatus(args) {
+  if (poll.folder === args.folder) return;
+  stopPolling();
+  poll.folder = args.folder;
+  if (args.folder !== S.key) {  // another case is opening: nothing on screen belongs to it yet
+    const b = document.body.dataset; b.firstImage = ""; b.layers = ""; b.ct = ""; b.case = "";
+  }
+  const folder = args.folder, url = new URL(args.status, S.base), outer = args;
+  const tick = async () => {
+    if (poll.folder !== folder) return;
+    try {
+      const r = await fetch(url + "?n=" + (poll.n += 1), { cache: "no-store" });
+      if (r.ok && poll.folder === folder) {
+        const st = await r.json();
+        if (st.geometry) apply({ ...st, files: outer.files, height: outer.height });
+        else { $("label").textContent = st.label || ""; S.progress = st.progress || {}; showProgress(); }
+        if (st.done || st.error) {
+          if (st.error) $("ptext").textContent = st.error;
+          stopPolling(); S.seq += 1;
+          setComponentValue({ case: folder, reason: st.error ? "failed" : "opened", slice: null, seq: S.seq });
+          return;
+        }
+      }
+    } catch (e) { /* the next tick retries */ }
+    if (poll.folder === folder) poll.timer = setTimeout(tick, 250);
+  };
+  tick();
+}
+
+function apply(args) {
+  if (args.height !== S.height) { S.height = args.height; if (S.g) layout(); }
+  if (args.case !== S.key) newCase(args);
+  setFrameHeight(S.height);
+  args.ct.forEach((file, s) => {
+    if (file && !S.requested.has(s)) { S.requested.add(s); loadSlab(s, file, S.gen); }
+  });
+  const names = new Set();
+  for (const a of args.layers) {
+    names.add(a.name);
+    let l = S.layers.get(a.name);
+    if (!l) { l = { name: a.name, colour: a.colour, opacity: a.opacity, on: true, bits: null, file: null, requested: null }; S.layers.set(a.name, l); }
+    l.detail = a.detail; l.file = a.file;
+    if (a.file && l.requested !== a.file) { l.requested = a.file; loadMask(l, a.file, S.gen); }
+  }
+  for (const n of [...S.layers.keys()]) if (!names.has(n)) { S.layers.delete(n); S.reformDirty = true; }
+  renderLayerPanel();
+  const lj = JSON.stringify([args.lesions, args.lesion_source]);
+  if (lj !== S.lesionsJson) { S.lesionsJson = lj; renderLesions(args.lesions, args.lesion_source); }
+  S.progress = args.progress || {};
+  showProgress();
+  requestDraw();
+}
+
+onRender((args) => {
+  if (!args.case || !args.folder) return;
+  S.base = new URL(`../${args.files}/${args.folder}/`, window.location.href);
+  if (args.status) { setFrameHeight(args.height); pollStatus(args); return; }
+  stopPolling();
+  if (args.geometry) apply(args);
+});
