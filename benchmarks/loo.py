@@ -40,7 +40,8 @@ from scipy import ndimage as ndi
 from _common import REPO, peak_rss_mb, shared_data
 
 from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
-from lungseg.imaging.io import find_structure_set, load_ct, load_rtstruct
+from lungseg.case import ManualSource, load_manual_mask
+from lungseg.imaging.io import load_ct
 from lungseg.lungs import isolate
 from lungseg.metrics import evaluate_case
 from lungseg.tumour.placement import HostSites, place_nodules
@@ -84,13 +85,11 @@ def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0,
     raw = PostProcess(candidate_filter=None)
     loaded = load_ct(data / f"{held}.zip", label=held)
     ct = loaded.volume
-    rs = find_structure_set(loaded).path
     gtvs = {}
     for name in ("GTV-1", "GTV-2", "GTV-3"):
-        try:
-            m = load_rtstruct(rs, loaded, name)
-        except Exception:  # noqa: BLE001  (a patient without that ROI)
+        if name not in loaded.roi_names():
             continue
+        m = load_manual_mask(ManualSource("rtstruct", None, name), loaded)
         if m.any():
             gtvs[name] = m
     gtv_all = np.any(list(gtvs.values()), axis=0)

@@ -149,7 +149,7 @@ def rerun(page):
 
 def expect_manual(page, roi: str):
     """The case summary names ``roi`` as the manual contour (waits for the page's rerun)."""
-    expect(page.locator('[data-testid="stTable"]').first).to_contain_text(re.compile(rf"Manual contour\s+{roi}\b"),
+    expect(page.locator('[data-testid="stTable"]').first).to_contain_text(re.compile(rf"Manual contour\s*{roi}\b"),
                                                                          timeout=120_000)
 
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from lungseg.errors import LungsegError
-from lungseg.imaging.io import IMAGE_SUFFIXES, find_structure_set, load_ct, load_label, load_rtstruct
+from lungseg.imaging.io import IMAGE_SUFFIXES, load_ct
 from lungseg.lungs import isolate
 from lungseg.tumour.segment import SliceStack, prepare_slices
 from lungseg.imaging.volume import Volume
@@ -69,14 +69,11 @@ def discover(root: str | Path, roi: str = "GTV*") -> list[CaseRef]:
 
 def load_case_slices(ref: CaseRef, in_plane_mm: float = 1.0) -> tuple[SliceStack, Volume, np.ndarray]:
     """(slices, canonical CT, tumour mask) for one case."""
+    from lungseg.case import ManualSource, load_manual_mask
+
     ct = load_ct(ref.image, label=ref.case_id)
-    if ref.label is not None:
-        mask = load_label(ref.label, ct)
-    else:
-        ss = find_structure_set(ct)
-        if ss is None:
-            raise LungsegError(f"{ref.case_id}: no RTSTRUCT referencing the CT")
-        mask = load_rtstruct(ss.path, ct, ref.roi)
+    manual = ManualSource("label", str(ref.label)) if ref.label is not None else ManualSource("rtstruct", None, ref.roi)
+    mask = load_manual_mask(manual, ct)
     lungs = isolate(ct.volume)
     return prepare_slices(ct.volume, lungs, mask, in_plane_mm), ct.volume, mask
 

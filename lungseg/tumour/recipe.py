@@ -57,13 +57,14 @@ def load_host(data: Path, case_id: str) -> Host:
     if cached.exists():
         z = np.load(cached)
         return Host(case_id, z["hu"], tuple(float(v) for v in z["spacing_zyx"]), z["lungs"], z["region"], z["gtv"])
-    from lungseg.imaging.io import find_structure_set, load_ct, load_rtstruct
+    from lungseg.case import ManualSource, load_manual_mask
+    from lungseg.imaging.io import find_structure_set, load_ct
     from lungseg.lungs import isolate
 
     path = data / f"{case_id}.zip" if (data / f"{case_id}.zip").exists() else data / case_id
     ct = load_ct(path, label=case_id)
     ss = find_structure_set(ct) if path.suffix == ".zip" else None
-    gtv = load_rtstruct(ss.path, ct, "GTV*") if ss is not None else np.zeros(ct.volume.shape, bool)
+    gtv = load_manual_mask(ManualSource("rtstruct", None, "GTV*"), ct) if ss is not None else np.zeros(ct.volume.shape, bool)
     lungs = isolate(ct.volume)
     host = Host(case_id, ct.volume.array.astype(np.int16), ct.volume.spacing_zyx, lungs.lungs, lungs.lung_region, gtv)
     np.savez_compressed(cached, hu=host.hu, spacing_zyx=np.array(host.spacing_zyx), lungs=host.lungs, region=host.region, gtv=gtv)
