@@ -20,6 +20,16 @@ from orthanc import wait_for
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _plain_main(monkeypatch):
+    """Dask starts workers with multiprocessing's spawn, which re-runs ``__main__`` from its file.  Streamlit's
+    AppTest (earlier in the same pytest process) leaves a page script there; a plain module keeps the
+    workers from running it."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     import torch
