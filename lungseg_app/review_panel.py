@@ -12,16 +12,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 from PIL import Image
-from scipy import ndimage as ndi
 
 from lungseg import review
 from lungseg.errors import LungsegError
 from lungseg.study.cases import contour_slices
 
-from . import gate, pacs_ui
+from . import gate, pacs_ui, render
 
 AUTO_RGB = (255, 70, 70)
 MANUAL_RGB = (60, 200, 255)
@@ -33,22 +31,6 @@ def _store():
     from .study_ui import get_store
 
     return get_store()
-
-
-def slice_image(hu2d: np.ndarray, mask2d: np.ndarray | None, rgb, spacing_yx, width=1500.0, level=-600.0,
-                display_px: int = 460) -> Image.Image:
-    """An axial slice, windowed, with the mask's outline (2 px) burnt in, at square pixels."""
-    lo = level - width / 2
-    g = np.clip((hu2d.astype(np.float32) - lo) * (255.0 / width), 0, 255).astype(np.uint8)
-    img = np.repeat(g[..., None], 3, axis=-1)
-    if mask2d is not None and mask2d.any():
-        inner = ndi.binary_erosion(mask2d, iterations=2)
-        img[mask2d & ~inner] = rgb
-    pil = Image.fromarray(img, "RGB")
-    sy, sx = spacing_yx
-    h_mm, w_mm = hu2d.shape[0] * sy, hu2d.shape[1] * sx
-    scale = display_px / max(h_mm, w_mm)
-    return pil.resize((max(1, round(w_mm * scale)), max(1, round(h_mm * scale))), Image.BILINEAR)
 
 
 def _lesion_table(case) -> list[dict]:
@@ -86,10 +68,12 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         left, right = st.columns(2)
         with left:
             st.markdown("**Automatic** " + (f"({case.automatic.description})" if case.automatic else "(none)"))
-            st.image(slice_image(hu, case.automatic.mask[k] if case.automatic else None, AUTO_RGB, (sy, sx)))
+            st.image(render.slice_with_outline(hu, case.automatic.mask[k] if case.automatic else None, AUTO_RGB,
+                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
         with right:
             st.markdown("**Manual** " + (f"({case.manual.name})" if case.manual else "(none)"))
-            st.image(slice_image(hu, case.manual.mask[k] if case.manual else None, MANUAL_RGB, (sy, sx)))
+            st.image(render.slice_with_outline(hu, case.manual.mask[k] if case.manual else None, MANUAL_RGB,
+                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
 
     prev_auto = latest.decision("automatic") if latest else None
     prev_man = latest.decision("manual") if latest else None

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from lungseg.case import Case, CaseMemory
 from lungseg.study import StudyError, StudyStore, default_db_path
@@ -107,20 +106,7 @@ def model_version_or_none() -> str | None:
 def slice_png(arr2d: np.ndarray, mask2d: np.ndarray | None, width: float, level: float,
               rgb=CONTOUR_RGB, spacing_yx=(1.0, 1.0), display_px: int = 512) -> str:
     """One axial slice, windowed, with ``mask2d``'s outline burnt in, as a PNG data URI."""
-    g = render.window_u8(arr2d, width, level)
-    img = np.repeat(g[..., None], 3, axis=-1)
-    if mask2d is not None and mask2d.any():
-        edge = render.outline(mask2d[None].astype(bool))[0]
-        # a 2-pixel line: the edge and its inner neighbours
-        from scipy import ndimage as ndi
-
-        thick = edge | (ndi.binary_dilation(edge) & mask2d.astype(bool))
-        img[thick] = rgb
-    pil = Image.fromarray(img, "RGB")
-    sy, sx = spacing_yx
-    h_mm, w_mm = arr2d.shape[0] * sy, arr2d.shape[1] * sx
-    scale = display_px / max(h_mm, w_mm)
-    pil = pil.resize((max(1, int(round(w_mm * scale))), max(1, int(round(h_mm * scale)))), Image.NEAREST)
+    pil = render.slice_with_outline(arr2d, mask2d, rgb, spacing_yx, width, level, display_px)
     b = io.BytesIO()
     pil.save(b, "PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(b.getvalue()).decode("ascii")
