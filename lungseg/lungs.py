@@ -546,20 +546,12 @@ def _fill_convex(image: np.ndarray, polygon: np.ndarray) -> None:
     a row crossed at x_a ≤ x_b gets columns floor(x_a) + 1 … floor(x_b); a convex polygon crosses
     each row (half-open in y) exactly twice, so no cumulative sum over the image is needed.
     """
+    from lungseg.imaging.io import row_crossings
+
     ny, nx = image.shape
-    y0, x0 = polygon[:, 0], polygon[:, 1]
-    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
-    keep = y0 != y1
-    y0, x0, y1, x1 = y0[keep], x0[keep], y1[keep], x1[keep]
-    r0 = np.clip(np.ceil(np.minimum(y0, y1)), 0, ny).astype(int)
-    r1 = np.clip(np.ceil(np.maximum(y0, y1)), 0, ny).astype(int)
-    counts = np.maximum(r1 - r0, 0)
-    if counts.sum() == 0:
+    rows, cols = row_crossings(polygon, (ny, nx))
+    if len(rows) == 0:
         return
-    edge = np.repeat(np.arange(len(y0)), counts)
-    rows = np.concatenate([np.arange(a, b) for a, b in zip(r0, r1) if b > a])
-    t = (rows - y0[edge]) / (y1[edge] - y0[edge])
-    cols = np.clip(np.floor(x0[edge] + t * (x1[edge] - x0[edge])).astype(int) + 1, 0, nx)
     top = int(rows.min())
     lo = np.full(int(rows.max()) - top + 1, nx)
     hi = np.zeros_like(lo)

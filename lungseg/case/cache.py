@@ -232,12 +232,10 @@ def params_dict(params) -> dict:
 
 
 def isolated_image(volume, lung_region: np.ndarray, params):
-    """The lung-isolated normalised CT: the seed's last step (outside the region set to air)."""
-    from lungseg.imaging.harmonise import normalise
+    """The lung-isolated normalised CT as a Volume (the seed's last step), as :func:`lungseg.lungs.isolate` makes it."""
+    from lungseg.lungs import isolated_image as isolated_array
 
-    out = np.full(volume.shape, params.window.air_value, dtype=np.float32)
-    out[lung_region] = normalise(volume.array[lung_region], params.window)
-    return volume.with_array(out)
+    return volume.with_array(isolated_array(volume.array, lung_region, params.window))
 
 
 def _loaded_meta(loaded) -> dict:

@@ -693,6 +693,30 @@ def load_rtstruct(rtstruct: str | os.PathLike | pydicom.Dataset, ct: LoadedCT, r
     return mask
 
 
+def row_crossings(polygon: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Where a closed polygon ((y, x) vertices, pixel centres at integers) crosses the pixel rows.
+
+    For each edge and each row r with min(y) <= r < max(y) (half-open, so a vertex is crossed once):
+    the row and the first column whose pixel centre lies strictly right of the crossing (clipped to
+    0..nx).  Horizontal edges cross nothing.
+    """
+    ny, nx = shape
+    y0, x0 = polygon[:, 0], polygon[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    keep = y0 != y1
+    y0, x0, y1, x1 = y0[keep], x0[keep], y1[keep], x1[keep]
+    r0 = np.clip(np.ceil(np.minimum(y0, y1)), 0, ny).astype(int)
+    r1 = np.clip(np.ceil(np.maximum(y0, y1)), 0, ny).astype(int)
+    counts = np.maximum(r1 - r0, 0)
+    if counts.sum() == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    edge = np.repeat(np.arange(len(y0)), counts)
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(r0, r1) if b > a])
+    t = (rows - y0[edge]) / (y1[edge] - y0[edge])
+    cols = np.clip(np.floor(x0[edge] + t * (x1[edge] - x0[edge])).astype(int) + 1, 0, nx)
+    return rows, cols
+
+
 def fill_polygons_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Pixels whose centres lie inside the polygons by the even-odd rule.
 
@@ -703,21 +727,7 @@ def fill_polygons_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -
     ny, nx = shape
     toggles = np.zeros((ny, nx + 1), dtype=np.int32)
     for poly in polygons:
-        y0, x0 = poly[:, 0], poly[:, 1]
-        y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
-        keep = y0 != y1
-        y0, x0, y1, x1 = y0[keep], x0[keep], y1[keep], x1[keep]
-        ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
-        r0 = np.clip(np.ceil(ylo), 0, ny).astype(int)  # rows r with ylo <= r < yhi
-        r1 = np.clip(np.ceil(yhi), 0, ny).astype(int)
-        counts = np.maximum(r1 - r0, 0)
-        if counts.sum() == 0:
-            continue
-        edge = np.repeat(np.arange(len(y0)), counts)
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(r0, r1) if b > a])
-        t = (rows - y0[edge]) / (y1[edge] - y0[edge])
-        xs = x0[edge] + t * (x1[edge] - x0[edge])
-        cols = np.clip(np.floor(xs).astype(int) + 1, 0, nx)  # first pixel centre strictly right of the crossing
+        rows, cols = row_crossings(poly, shape)
         np.add.at(toggles, (rows, cols), 1)
     return (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
 
