@@ -131,22 +131,22 @@ def _kernel(se2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(se2d, dtype=np.uint8)
 
 
-def dilate_slices(mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
-    """Each axial slice dilated by the 2D structuring element ``se2d`` (outside = 0)."""
+def _per_slice(op, mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
     src, k = _as_u8(mask), _kernel(se2d)
     out = np.empty(mask.shape, np.uint8)
     for z in range(mask.shape[0]):
-        cv2.dilate(src[z], k, dst=out[z], borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        op(src[z], k, dst=out[z], borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return out.view(bool)
+
+
+def dilate_slices(mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
+    """Each axial slice dilated by the 2D structuring element ``se2d`` (outside = 0)."""
+    return _per_slice(cv2.dilate, mask, se2d)
 
 
 def erode_slices(mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
     """Each axial slice eroded by ``se2d``; voxels whose element reaches outside the image are removed."""
-    src, k = _as_u8(mask), _kernel(se2d)
-    out = np.empty(mask.shape, np.uint8)
-    for z in range(mask.shape[0]):
-        cv2.erode(src[z], k, dst=out[z], borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.view(bool)
+    return _per_slice(cv2.erode, mask, se2d)
 
 
 def _dilate3d(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
