@@ -18,8 +18,9 @@ import torch
 from scipy import ndimage as ndi
 
 from lungseg.errors import LungsegError
-from lungseg.lungs import LungResult
+from lungseg.imaging.components import component_boxes, label_components
 from lungseg.imaging.volume import Volume
+from lungseg.lungs import LungResult
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "lungseg_unet.pt"
@@ -227,17 +228,19 @@ def _candidates_in_box(probability, region, voxel_ml, threshold):
     if not mask.any():
         return None, None, []
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
-    sub, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    idx = np.arange(1, n + 1)
-    sizes = np.bincount(sub.ravel(), minlength=n + 1)
-    inside = np.bincount(sub[region[box]].ravel(), minlength=n + 1)
-    prob = probability[box]
-    peaks = ndi.maximum(prob, sub, idx)
-    means = ndi.mean(prob, sub, idx)
+    sub, n = label_components(mask[box], corners=True)
+    inner = mask[box]
+    lab = sub[inner].astype(np.intp)
+    prob = probability[box][inner]
+    sizes = np.bincount(lab, minlength=n + 1)
+    inside = np.bincount(lab[region[box][inner]], minlength=n + 1)
+    sums = np.bincount(lab, weights=prob, minlength=n + 1)
+    peaks = np.zeros(n + 1)
+    np.maximum.at(peaks, lab, prob)
     rows = []
-    for i, sl in enumerate(ndi.find_objects(sub), start=1):
+    for i, sl in enumerate(component_boxes(sub, n), start=1):
         rows.append({"label": i, "volume_ml": float(sizes[i] * voxel_ml), "inside_region": float(inside[i] / sizes[i]),
-                     "peak_probability": float(peaks[i - 1]), "mean_probability": float(means[i - 1]),
+                     "peak_probability": float(peaks[i]), "mean_probability": float(sums[i] / sizes[i]),
                      "slices": int(sl[0].stop - sl[0].start)})
     return box, sub, rows
 
