@@ -79,12 +79,15 @@ def launch_chromium(playwright):
 # event to the frame after the handler's drawing (rAF, then a message after that frame's paint).
 LATENCY_PROBE = """() => {
   window.__probe = [];
-  const after = (t0, what) => requestAnimationFrame(() => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => window.__probe.push({what, ms: performance.now() - t0,
-      slice: document.getElementById('axial').dataset.slice});
-    ch.port2.postMessage(0);
-  });
+  const after = (t0, what) => {
+    const queued = performance.now() - t0;
+    requestAnimationFrame(() => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => window.__probe.push({what, ms: performance.now() - t0, queued,
+        slice: document.getElementById('axial').dataset.slice});
+      ch.port2.postMessage(0);
+    });
+  };
   for (const type of ['keydown', 'click', 'input', 'pointermove'])
     document.addEventListener(type, (e) => after(e.timeStamp, type), true);
 }"""

@@ -1,20 +1,21 @@
 // lungseg viewer: axial slice with overlays, coronal and sagittal reformats, all drawn from one int16
 // volume fetched once per case.  Window/level, opacity, layers, zoom, pan and stepping never reach the
 // server; a click (point in mm + HU) and the settled slice are sent back to Python.
-import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=4";
+import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=5";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] };
 const $ = (id) => document.getElementById(id);
-const axial = $("axial"), coronal = $("coronal"), sagittal = $("sagittal");
+const axial = $("axial"), cross = $("cross"), sliceLabel = $("slice");
 const S = {
   key: null, gen: 0, abort: null, g: null, vol: null, ready: null, nReady: 0, requested: new Set(),
   layers: new Map(), lesionsJson: "", base: null,
   z: 0, cx: 0, cy: 0, W: 1500, L: -600, zoom: 1, panX: 0, panY: 0, fill: false,
   hover: null, click: null, seq: 0, sentSlice: null, settleTimer: null, progress: {}, height: 880,
-  lut: new Uint32Array(65536), lutKey: "", reformDirty: true, drawQueued: false,
+  lut: new Uint32Array(65536), lutKey: "", drawQueued: false, vw: 0, vh: 0,
 };
-const src = document.createElement("canvas"), srcCtx = src.getContext("2d");
-let img = null, img32 = null;
+const A = { canvas: $("axialimg"), ctx: null, img: null, px: null, key: "", transform: "", cross: "", pixelated: null, labelled: -1 };
+A.ctx = A.canvas.getContext("2d");
+const REFORMATS = [makeReformat($("coronal"), "x"), makeReformat($("sagittal"), "y")];
 
 // ---------------------------------------------------------------- data
 async function fetchGz(file, signal) {
@@ -32,9 +33,15 @@ function newCase(args) {
   S.vol = new Int16Array(nx * ny * nz); S.ready = new Uint8Array(nz); S.nReady = 0; S.requested = new Set();
   S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.click = null; S.hover = null; S.sentSlice = null;
   S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
-  S.zoom = 1; S.panX = 0; S.panY = 0; S.reformDirty = true;
+  S.zoom = 1; S.panX = 0; S.panY = 0;
   axial.dataset.geometry = [nx, ny, S.g.spacing[0], S.g.spacing[1], nz].join(",");
-  src.width = nx; src.height = ny; img = srcCtx.createImageData(nx, ny); img32 = new Uint32Array(img.data.buffer);
+  A.canvas.width = nx; A.canvas.height = ny; A.img = A.ctx.createImageData(nx, ny); A.px = new Uint32Array(A.img.data.buffer);
+  A.key = ""; A.labelled = -1;
+  for (const R of REFORMATS) {
+    R.w = R.along === "x" ? nx : ny; R.canvas.width = R.w; R.canvas.height = nz;
+    R.img = R.ctx.createImageData(R.w, nz); R.px = new Uint32Array(R.img.data.buffer); R.plane = new Int16Array(R.w * nz);
+    R.key = ""; R.planeKey = ""; R.runs = new Map();
+  }
   document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = ""; document.body.dataset.ct = "";
   $("label").textContent = args.label;
   layout();
@@ -48,7 +55,6 @@ async function loadSlab(s, file, gen) {
     const lo = buf.subarray(0, n), hi = buf.subarray(n, 2 * n), out = S.vol, off = z0 * n0;
     for (let i = 0; i < n; i++) out[off + i] = ((hi[i] << 24) | (lo[i] << 16)) >> 16;
     for (let z = z0; z < z1; z++) { if (!S.ready[z]) { S.ready[z] = 1; S.nReady++; } }
-    S.reformDirty = true;
     if (S.nReady === nz) document.body.dataset.ct = "ready";
     showProgress();
     requestDraw();
@@ -59,17 +65,21 @@ async function loadMask(layer, file, gen) {
   try {
     const bits = await fetchGz(file, S.abort.signal);
     if (gen !== S.gen || layer.file !== file) return;
-    layer.bits = bits; layer.loaded = file; S.reformDirty = true;
+    layer.bits = bits; layer.loaded = file;
     document.body.dataset.layers = [...S.layers.values()].filter((l) => l.bits).map((l) => l.name).join(",");
     renderLayerPanel(); requestDraw();
   } catch (e) { if (gen === S.gen && e.name !== "AbortError") { layer.requested = null; layer.error = e.message; renderLayerPanel(); } }
 }
 
 // ---------------------------------------------------------------- drawing
+// Every image canvas holds voxels at their own resolution (one canvas pixel per voxel) and is scaled
+// to the screen by CSS: the browser's compositor does the scaling, and zoom and pan are a transform.
+// A canvas is redrawn only when what it shows changes (its "key"), and overlays are painted from
+// runs of pixels worked out once per slice and layer, so a step costs one LUT pass and one upload.
 function buildLut() {
   const key = S.W + "/" + S.L;
   if (key === S.lutKey) return;
-  S.lutKey = key; S.reformDirty = true;
+  S.lutKey = key;
   const lo = S.L - S.W / 2, k = 255 / Math.max(1, S.W), lut = S.lut;
   for (let i = 0; i < 65536; i++) {
     let g = ((i - 32768) - lo) * k; g = g < 0 ? 0 : g > 255 ? 255 : g | 0;
@@ -83,133 +93,200 @@ function buildLut() {
 
 const bit = (bits, t) => (bits[t >> 3] >> (7 - (t & 7))) & 1;
 
-// blend one layer over an RGBA plane; index(t) maps plane pixel p to the voxel index t
-function blend(px, layer, w, h, voxel, outline) {
-  const bits = layer.bits, a = layer.opacity, ia = 1 - a;
+// [start, end) runs of the plane pixels p = r * w + q inside the mask, where the plane pixel (r, q) is
+// the voxel t0 + r * stepR + q * stepQ; with outline, only those with a 4-neighbour outside the mask
+// (or on the plane's border)
+let scratch = new Int32Array(1 << 15);
+function planeRuns(bits, t0, stepR, stepQ, w, h, outline) {
+  let n = 0;
+  const push = (a, b) => {
+    if (n + 2 > scratch.length) { const s = new Int32Array(scratch.length * 2); s.set(scratch); scratch = s; }
+    scratch[n++] = a; scratch[n++] = b;
+  };
+  for (let r = 0; r < h; r++) {
+    const tr = t0 + r * stepR, row = r * w;
+    let start = -1;
+    for (let q = 0; q < w; q++) {
+      const t = tr + q * stepQ;
+      if (stepQ === 1 && (t & 7) === 0 && q + 8 <= w && bits[t >> 3] === 0) {  // 8 empty voxels at once
+        if (start >= 0) { push(row + start, row + q); start = -1; }
+        q += 7; continue;
+      }
+      let on = (bits[t >> 3] >> (7 - (t & 7))) & 1;
+      if (on && outline && r > 0 && q > 0 && r < h - 1 && q < w - 1) {
+        on = 1 - (bit(bits, t - stepQ) & bit(bits, t + stepQ) & bit(bits, t - stepR) & bit(bits, t + stepR));
+      }
+      if (on) { if (start < 0) start = q; } else if (start >= 0) { push(row + start, row + q); start = -1; }
+    }
+    if (start >= 0) push(row + start, row + w);
+  }
+  return n ? scratch.slice(0, n) : EMPTY;
+}
+const EMPTY = new Int32Array(0);
+
+// a layer's runs per axial slice, kept for the case; rebuilt when the mask or outline/fill changes
+function cachedAxialRuns(layer, z) {
+  const mode = (S.fill ? "fill:" : "line:") + layer.loaded;
+  if (layer.runsMode !== mode) { layer.runsMode = mode; layer.axialRuns = new Array(S.g.nz); }
+  const { nx, ny } = S.g;
+  return layer.axialRuns[z] || (layer.axialRuns[z] = planeRuns(layer.bits, z * nx * ny, nx, 1, nx, ny, !S.fill));
+}
+
+// work out every slice's runs while the browser is idle, nearest to the shown slice first, so that
+// stepping never meets a slice for the first time
+let prebuild = null;
+function prebuildRuns() {
+  if (prebuild || !S.g) return;
+  const gen = S.gen;
+  prebuild = requestIdleCallback(function work(deadline) {
+    prebuild = null;
+    if (gen !== S.gen || !S.g) return;
+    const nz = S.g.nz;
+    for (let d = 0; d < nz; d++) {
+      for (const z of [S.z + d, S.z - d - 1]) {
+        if (z < 0 || z >= nz) continue;
+        for (const l of S.layers.values()) {
+          if (!l.on || !l.bits || (l.runsMode === (S.fill ? "fill:" : "line:") + l.loaded && l.axialRuns[z])) continue;
+          if (deadline.timeRemaining() < 2) { prebuild = requestIdleCallback(work); return; }
+          cachedAxialRuns(l, z);
+        }
+      }
+    }
+  });
+}
+
+function paintRuns(px, runs, layer) {
+  const a = layer.opacity, ia = 1 - a;
   const cr = layer.colour[0] * a, cg = layer.colour[1] * a, cb = layer.colour[2] * a;
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const t = voxel(x, y);
-      if (!bit(bits, t)) continue;
-      if (outline && x > 0 && y > 0 && x < w - 1 && y < h - 1 &&
-          bit(bits, voxel(x - 1, y)) && bit(bits, voxel(x + 1, y)) && bit(bits, voxel(x, y - 1)) && bit(bits, voxel(x, y + 1))) continue;
-      const p = y * w + x, v = px[p];
+  for (let k = 0; k < runs.length; k += 2) {
+    for (let p = runs[k], e = runs[k + 1]; p < e; p++) {
+      const v = px[p];
       px[p] = 0xff000000 | (((((v >> 16) & 255) * ia + cb) | 0) << 16) | (((((v >> 8) & 255) * ia + cg) | 0) << 8) | (((v & 255) * ia + cr) | 0);
     }
   }
 }
 
-function renderAxialSource() {
-  const { nx, ny } = S.g, n = nx * ny, off = S.z * n, px = img32, lut = S.lut, vol = S.vol;
-  if (S.ready[S.z]) {
-    for (let i = 0; i < n; i++) px[i] = lut[vol[off + i] + 32768];
-    for (const l of S.layers.values()) {
-      if (!l.on || !l.bits) continue;
-      blendAxial(px, l, off, nx, ny, !S.fill);
-    }
-  } else px.fill(0xff1a1a1a);
-  srcCtx.putImageData(img, 0, 0);
+function layersKey() {
+  let k = S.fill ? "F" : "O";
+  for (const l of S.layers.values()) if (l.on && l.bits) k += `|${l.name}:${l.opacity}:${l.loaded}`;
+  return k;
 }
 
-// the axial plane is contiguous in the volume: skip whole empty mask bytes
-function blendAxial(px, layer, off, nx, ny, outline) {
-  const bits = layer.bits, n = nx * ny, a = layer.opacity, ia = 1 - a;
-  const cr = layer.colour[0] * a, cg = layer.colour[1] * a, cb = layer.colour[2] * a;
-  for (let p = 0; p < n; p++) {
-    const t = off + p, byte = bits[t >> 3];
-    if (byte === 0) { p += 7 - (t & 7); continue; }
-    if (!((byte >> (7 - (t & 7))) & 1)) continue;
-    if (outline) {
-      const x = p % nx, y = (p / nx) | 0;
-      if (x > 0 && y > 0 && x < nx - 1 && y < ny - 1 && bit(bits, t - 1) && bit(bits, t + 1) && bit(bits, t - nx) && bit(bits, t + nx)) continue;
-    }
-    const v = px[p];
-    px[p] = 0xff000000 | (((((v >> 16) & 255) * ia + cb) | 0) << 16) | (((((v >> 8) & 255) * ia + cg) | 0) << 8) | (((v & 255) * ia + cr) | 0);
-  }
+function renderAxial(layers) {
+  const { nx, ny } = S.g, n = nx * ny, z = S.z, ready = S.ready[z];
+  const key = `${z}/${S.lutKey}/${ready}/${layers}`;
+  if (key === A.key) return;
+  A.key = key;
+  const px = A.px;
+  if (ready) {
+    const off = z * n, lut = S.lut, vol = S.vol;
+    for (let i = 0; i < n; i++) px[i] = lut[vol[off + i] + 32768];
+    for (const l of S.layers.values()) if (l.on && l.bits) paintRuns(px, cachedAxialRuns(l, z), l);
+  } else px.fill(0xff1a1a1a);
+  A.ctx.putImageData(A.img, 0, 0);
 }
 
 function view() {
-  const { nx, ny, spacing: [sx, sy] } = S.g, w = axial.clientWidth, h = axial.clientHeight;
+  const { nx, ny, spacing: [sx, sy] } = S.g, w = S.vw, h = S.vh;
   const s = Math.min(w / (nx * sx), h / (ny * sy)) * S.zoom;
   return { s, ox: (w - nx * sx * s) / 2 + S.panX, oy: (h - ny * sy * s) / 2 + S.panY, sx, sy };
 }
 
-function presentAxial() {
-  const ctx = axial.getContext("2d"), d = window.devicePixelRatio || 1, v = view(), { nx, ny } = S.g;
-  ctx.setTransform(d, 0, 0, d, 0, 0);
-  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, axial.clientWidth, axial.clientHeight);
-  ctx.imageSmoothingEnabled = S.zoom < 3;
-  ctx.drawImage(src, v.ox, v.oy, nx * v.sx * v.s, ny * v.sy * v.s);
-  const px = v.ox + (S.cx + 0.5) * v.sx * v.s, py = v.oy + (S.cy + 0.5) * v.sy * v.s;
-  ctx.strokeStyle = "rgba(0,255,156,.8)"; ctx.lineWidth = 1; ctx.beginPath();
-  ctx.moveTo(px - 9, py); ctx.lineTo(px - 3, py); ctx.moveTo(px + 3, py); ctx.lineTo(px + 9, py);
-  ctx.moveTo(px, py - 9); ctx.lineTo(px, py - 3); ctx.moveTo(px, py + 3); ctx.lineTo(px, py + 9); ctx.stroke();
-  const z = S.g.origin[2] + S.z * S.g.spacing[2] * S.g.direction[8];
-  $("slice").textContent = `Slice ${S.z + 1} / ${S.g.nz}  (z ${z.toFixed(1)} mm)`;
-  axial.dataset.slice = String(S.z + 1);
+function placeAxial() {  // zoom, pan and the crosshair are transforms: no redraw, no layout
+  const v = view(), pixelated = S.zoom >= 3;
+  const t = `translate(${v.ox}px,${v.oy}px) scale(${v.sx * v.s},${v.sy * v.s})`;
+  if (t !== A.transform) { A.transform = t; A.canvas.style.transform = t; }
+  if (pixelated !== A.pixelated) { A.pixelated = pixelated; A.canvas.classList.toggle("pixelated", pixelated); }
+  const c = `translate(${v.ox + (S.cx + 0.5) * v.sx * v.s - 9}px,${v.oy + (S.cy + 0.5) * v.sy * v.s - 9}px)`;
+  if (c !== A.cross) { A.cross = c; cross.style.transform = c; }
+  if (A.labelled !== S.z) {
+    A.labelled = S.z;
+    const z = S.g.origin[2] + S.z * S.g.spacing[2] * S.g.direction[8];
+    sliceLabel.textContent = `Slice ${S.z + 1} / ${S.g.nz}  (z ${z.toFixed(1)} mm)`;
+    axial.dataset.slice = String(S.z + 1);
+  }
   if (S.ready[S.z] && !document.body.dataset.firstImage) document.body.dataset.firstImage = "1";
 }
 
 // reformat planes: width w along x (coronal) or y (sagittal), height nz with the top slice first
-function renderReformat(canvas, along) {
-  const { nx, ny, nz, spacing } = S.g, n = nx * ny, w = along === "x" ? nx : ny;
-  const c = canvas.__src || (canvas.__src = document.createElement("canvas"));
-  if (c.width !== w || c.height !== nz) { c.width = w; c.height = nz; }
-  const cctx = c.getContext("2d"), im = cctx.createImageData(w, nz), px = new Uint32Array(im.data.buffer);
-  const voxel = along === "x" ? (x, r) => (nz - 1 - r) * n + S.cy * nx + x : (y, r) => (nz - 1 - r) * n + y * nx + S.cx;
+function makeReformat(canvas, along) {
+  return { canvas, along, ctx: canvas.getContext("2d"), key: "", planeKey: "", runsKey: "", runs: new Map() };
+}
+
+function reformatPlane(R) {  // the plane's HU, read from the volume when the crosshair or the data change
+  const { nx, ny, nz } = S.g, n = nx * ny, at = R.along === "x" ? S.cy : S.cx, key = `${at}/${S.nReady}`;
+  if (key === R.planeKey) return;
+  R.planeKey = key;
+  const w = R.w, plane = R.plane, vol = S.vol;
   for (let r = 0; r < nz; r++) {
-    const z = nz - 1 - r;
-    if (!S.ready[z]) { px.fill(0xff1a1a1a, r * w, (r + 1) * w); continue; }
-    for (let q = 0; q < w; q++) px[r * w + q] = S.lut[S.vol[voxel(q, r)] + 32768];
+    const base = (nz - 1 - r) * n, o = r * w;
+    if (R.along === "x") { const b = base + at * nx; for (let q = 0; q < w; q++) plane[o + q] = vol[b + q]; }
+    else { const b = base + at; for (let q = 0; q < w; q++) plane[o + q] = vol[b + q * nx]; }
   }
-  for (const l of S.layers.values()) if (l.on && l.bits) blend(px, l, w, nz, voxel, !S.fill);
-  cctx.putImageData(im, 0, 0);
-  canvas.__mm = [w * (along === "x" ? spacing[0] : spacing[1]), nz * spacing[2]];
 }
 
-function presentReformat(canvas) {  // the image only: drawn when it changes, not on every step
-  const ctx = canvas.getContext("2d"), d = window.devicePixelRatio || 1;
-  ctx.setTransform(d, 0, 0, d, 0, 0);
-  ctx.drawImage(canvas.__src, 0, 0, canvas.clientWidth, canvas.clientHeight);
+function reformatRuns(R, layer) {
+  const { nx, ny, nz } = S.g, n = nx * ny, at = R.along === "x" ? S.cy : S.cx;
+  const key = `${at}/${S.fill}/${layer.loaded}`;
+  const hit = R.runs.get(layer.name);
+  if (hit && hit.key === key) return hit.runs;
+  const t0 = (nz - 1) * n + (R.along === "x" ? at * nx : at), stepQ = R.along === "x" ? 1 : nx;
+  const runs = planeRuns(layer.bits, t0, -n, stepQ, R.w, nz, !S.fill);
+  R.runs.set(layer.name, { key, runs });
+  return runs;
 }
 
-function placeLines(canvas, along) {  // crosshair lines are elements over the canvas: moving them is cheap
-  const { nz } = S.g, w = canvas.clientWidth, h = canvas.clientHeight, box = canvas.parentElement;
-  box.querySelector(".hl").style.top = (((nz - 1 - S.z) + 0.5) / nz * h) + "px";
-  const q = along === "x" ? (S.cx + 0.5) / S.g.nx : (S.cy + 0.5) / S.g.ny;
-  box.querySelector(".vl").style.left = (q * w) + "px";
+function renderReformat(R, layers) {
+  const at = R.along === "x" ? S.cy : S.cx;
+  const key = `${at}/${S.nReady}/${S.lutKey}/${layers}`;
+  if (key === R.key) return;
+  R.key = key;
+  reformatPlane(R);
+  const { nz } = S.g, w = R.w, px = R.px, plane = R.plane, lut = S.lut;
+  for (let r = 0; r < nz; r++) {
+    const o = r * w;
+    if (!S.ready[nz - 1 - r]) { px.fill(0xff1a1a1a, o, o + w); continue; }
+    for (let q = o, e = o + w; q < e; q++) px[q] = lut[plane[q] + 32768];
+  }
+  for (const l of S.layers.values()) if (l.on && l.bits) paintRuns(px, reformatRuns(R, l), l);
+  R.ctx.putImageData(R.img, 0, 0);
+}
+
+function placeLines(R) {  // crosshair lines are elements over the canvas: moving them is cheap
+  const { nz } = S.g, box = R.canvas.parentElement;
+  const y = (((nz - 1 - S.z) + 0.5) / nz * R.h) | 0;
+  const q = R.along === "x" ? (S.cx + 0.5) / S.g.nx : (S.cy + 0.5) / S.g.ny, x = (q * R.cw) | 0;
+  if (y !== R.lineY) { R.lineY = y; box.querySelector(".hl").style.transform = `translateY(${y}px)`; }
+  if (x !== R.lineX) { R.lineX = x; box.querySelector(".vl").style.transform = `translateX(${x}px)`; }
 }
 
 function draw() {
   S.drawQueued = false;
   if (!S.g) return;
   buildLut();
-  renderAxialSource();
-  presentAxial();
-  if (S.reformDirty || S.reformLayout) {
-    if (S.reformDirty) { renderReformat(coronal, "x"); renderReformat(sagittal, "y"); }
-    presentReformat(coronal); presentReformat(sagittal);
-    S.reformDirty = false; S.reformLayout = false;
-  }
-  placeLines(coronal, "x"); placeLines(sagittal, "y");
+  const layers = layersKey();
+  renderAxial(layers);
+  placeAxial();
+  for (const R of REFORMATS) { renderReformat(R, layers); placeLines(R); }
+  prebuildRuns();
 }
 function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
 
 // ---------------------------------------------------------------- layout and panels
 function layout() {
   if (!S.g) return;
-  const d = window.devicePixelRatio || 1, W = window.innerWidth, H = S.height;
+  const W = window.innerWidth, H = S.height;
   const mainH = H - 40, sideW = Math.max(240, Math.min(440, Math.round(W * 0.3)));
   const size = Math.max(200, Math.min(W - sideW - 14, mainH));
-  for (const [c, w, h] of [[axial, size, size]]) { c.style.width = w + "px"; c.style.height = h + "px"; c.width = w * d; c.height = h * d; }
+  axial.style.width = size + "px"; axial.style.height = size + "px"; S.vw = size; S.vh = size;
   const { nx, ny, nz, spacing: [sx, sy, sz] } = S.g;
-  for (const [c, wmm] of [[coronal, nx * sx], [sagittal, ny * sy]]) {
+  for (const [R, wmm] of [[REFORMATS[0], nx * sx], [REFORMATS[1], ny * sy]]) {
     let w = sideW - 8, h = Math.round(w * nz * sz / wmm);
     const cap = Math.round(mainH * 0.34);
     if (h > cap) { w = Math.round(w * cap / h); h = cap; }
-    c.style.width = w + "px"; c.style.height = h + "px"; c.width = w * d; c.height = h * d;
+    R.canvas.style.width = w + "px"; R.canvas.style.height = h + "px"; R.cw = w; R.h = h; R.lineX = R.lineY = null;
   }
-  S.reformLayout = true;
+  A.transform = ""; A.cross = "";
   setFrameHeight(H);
   requestDraw();
 }
@@ -225,12 +302,12 @@ function renderLayerPanel() {
   for (const l of S.layers.values()) {
     const row = document.createElement("div"); row.className = "row"; row.dataset.layer = l.name;
     const cb = document.createElement("input"); cb.type = "checkbox"; cb.checked = l.on; cb.setAttribute("aria-label", "show " + l.name);
-    cb.onchange = () => { l.on = cb.checked; S.reformDirty = true; requestDraw(); };
+    cb.onchange = () => { l.on = cb.checked; requestDraw(); };
     const sw = document.createElement("span"); sw.className = "sw"; sw.style.background = `rgb(${l.colour.join(",")})`;
     const name = document.createElement("span"); name.textContent = l.name + (l.detail ? ` (${l.detail})` : "");
     const op = document.createElement("input"); op.type = "range"; op.min = "0"; op.max = "1"; op.step = "0.05"; op.value = String(l.opacity);
     op.setAttribute("aria-label", l.name + " opacity");
-    op.oninput = () => { l.opacity = parseFloat(op.value); S.reformDirty = true; requestDraw(); };
+    op.oninput = () => { l.opacity = parseFloat(op.value); requestDraw(); };
     const st = document.createElement("span"); st.className = "muted";
     st.textContent = l.bits ? "" : l.error ? "failed" : l.file ? "loading…" : "computing…";
     row.append(cb, sw, name, op, st); box.append(row);
@@ -269,7 +346,7 @@ function setSlice(z) {
   S.settleTimer = setTimeout(() => { if (S.sentSlice !== S.z) emit("slice"); }, 400);
 }
 function goTo(z, y, x) {
-  if (y != null && x != null) { S.cy = y; S.cx = x; S.reformDirty = true; }
+  if (y != null && x != null) { S.cy = y; S.cx = x; }
   setSlice(z); requestDraw();
 }
 
@@ -317,7 +394,7 @@ axial.addEventListener("wheel", (ev) => {
 function zoomAbout(f, mx, my) {
   const v = view(), z = Math.max(0.5, Math.min(12, S.zoom * f)), k = z / S.zoom;
   // keep the point under the cursor fixed: new offset = m - (m - o)·k
-  const w = axial.clientWidth, h = axial.clientHeight, { nx, ny } = S.g, s1 = v.s * k;
+  const w = S.vw, h = S.vh, { nx, ny } = S.g, s1 = v.s * k;
   const ox = mx - (mx - v.ox) * k, oy = my - (my - v.oy) * k;
   S.zoom = z; S.panX = ox - (w - nx * v.sx * s1) / 2; S.panY = oy - (h - ny * v.sy * s1) / 2;
   requestDraw();
@@ -351,25 +428,25 @@ axial.addEventListener("pointerup", (ev) => {
   const zyx = voxelAt(ev);
   if (!zyx) return;
   updateHover(ev);
-  S.cy = zyx[1]; S.cx = zyx[2]; S.reformDirty = true;
+  S.cy = zyx[1]; S.cx = zyx[2];
   S.click = { zyx, mm: toMm(zyx).map((v) => Math.round(v * 1000) / 1000), hu: huAt(zyx) };
   requestDraw(); emit("click");
 });
 
-for (const [canvas, along] of [[coronal, "x"], [sagittal, "y"]]) {
+for (const { canvas, along } of REFORMATS) {
   canvas.addEventListener("click", (ev) => {
     if (!S.g) return;
     const r = canvas.getBoundingClientRect(), fx = (ev.clientX - r.left) / r.width, fy = (ev.clientY - r.top) / r.height;
     const z = S.g.nz - 1 - Math.floor(fy * S.g.nz);
     if (along === "x") S.cx = Math.min(S.g.nx - 1, Math.floor(fx * S.g.nx)); else S.cy = Math.min(S.g.ny - 1, Math.floor(fx * S.g.ny));
-    S.reformDirty = true; setSlice(z); requestDraw();
+    setSlice(z); requestDraw();
   });
 }
 for (const b of document.querySelectorAll("[data-preset]")) b.onclick = () => { [S.W, S.L] = PRESETS[b.dataset.preset]; requestDraw(); };
-$("zoomin").onclick = () => zoomAbout(1.25, axial.clientWidth / 2, axial.clientHeight / 2);
-$("zoomout").onclick = () => zoomAbout(1 / 1.25, axial.clientWidth / 2, axial.clientHeight / 2);
+$("zoomin").onclick = () => zoomAbout(1.25, S.vw / 2, S.vh / 2);
+$("zoomout").onclick = () => zoomAbout(1 / 1.25, S.vw / 2, S.vh / 2);
 $("zoomfit").onclick = () => { S.zoom = 1; S.panX = 0; S.panY = 0; requestDraw(); };
-$("fill").onchange = (ev) => { S.fill = ev.target.checked; S.reformDirty = true; requestDraw(); };
+$("fill").onchange = (ev) => { S.fill = ev.target.checked; requestDraw(); };
 window.addEventListener("resize", layout);
 
 // ---------------------------------------------------------------- arguments from Python
@@ -421,7 +498,7 @@ function apply(args) {
     l.detail = a.detail; l.file = a.file;
     if (a.file && l.requested !== a.file) { l.requested = a.file; loadMask(l, a.file, S.gen); }
   }
-  for (const n of [...S.layers.keys()]) if (!names.has(n)) { S.layers.delete(n); S.reformDirty = true; }
+  for (const n of [...S.layers.keys()]) if (!names.has(n)) S.layers.delete(n);
   renderLayerPanel();
   const lj = JSON.stringify([args.lesions, args.lesion_source]);
   if (lj !== S.lesionsJson) { S.lesionsJson = lj; renderLesions(args.lesions, args.lesion_source); }
