@@ -97,6 +97,9 @@ def show() -> None:
     else:
         case = state.current()
         if case is None:
+            # the component is loaded (and takes no room) before any case opens, in the place it has
+            # once one does: opening a case then only hands it the case's files
+            viewer({"case": "", "folder": ""}, height=0)
             st.title("Viewer")
             st.info("No case open: open one on the Home page or below.")
             st.page_link("app.py", label="← Home")

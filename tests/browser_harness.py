@@ -76,7 +76,8 @@ def launch_chromium(playwright):
 
 
 # In-page probe, injected by benchmarks only: for each key press (or click / input), the time from the
-# event to the frame after the handler's drawing (rAF, then a message after that frame's paint).
+# event to the frame after the handler's drawing (rAF, then a message after that frame's paint), and how
+# long the event waited before any handler ran ("queued"); and the Event Timing API's slow events.
 LATENCY_PROBE = """() => {
   window.__probe = [];
   const after = (t0, what) => {
@@ -90,6 +91,10 @@ LATENCY_PROBE = """() => {
   };
   for (const type of ['keydown', 'click', 'input', 'pointermove'])
     document.addEventListener(type, (e) => after(e.timeStamp, type), true);
+  // the browser's own input-to-next-paint (Event Timing API; it lists only events of 16 ms or more)
+  window.__slowEvents = [];
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__slowEvents.push({name: e.name, ms: e.duration}); })
+    .observe({type: 'event', durationThreshold: 16});
 }"""
 
 

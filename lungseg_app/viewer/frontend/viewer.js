@@ -25,12 +25,40 @@ async function fetchGz(file, signal) {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
+// CT files are fetched a few at a time, the slab of the shown slice first: on a shared line the first
+// image does not wait for the whole stack.  Masks (small) go at once.
+const net = { active: 0, queue: [] };
+function fetchInTurn(task) { net.queue.push(task); pump(); }
+function pump() {
+  while (net.active < 3 && net.queue.length) {
+    const task = net.queue.shift();
+    net.active += 1;
+    task().finally(() => { net.active -= 1; pump(); });
+  }
+}
+
+// Decoded cases stay in the page (the last KEEP_CASES opened, by folder token: the token names the
+// case's content), so reopening one paints at once and fetches nothing.
+const KEEP_CASES = 2;
+const kept = new Map();
+function keptCase(key, g) {
+  const shape = JSON.stringify(g);
+  let c = kept.get(key);
+  if (!c || c.shape !== shape) {
+    c = { shape, vol: new Int16Array(g.nx * g.ny * g.nz), ready: new Uint8Array(g.nz), nReady: 0, masks: new Map() };
+  }
+  kept.delete(key); kept.set(key, c);
+  while (kept.size > KEEP_CASES) kept.delete(kept.keys().next().value);
+  return c;
+}
+
 function newCase(args) {
   if (S.abort) S.abort.abort();
-  S.abort = new AbortController();
+  S.abort = new AbortController(); net.queue = [];
   S.gen += 1; S.key = args.case; S.g = args.geometry;
   const { nx, ny, nz } = S.g;
-  S.vol = new Int16Array(nx * ny * nz); S.ready = new Uint8Array(nz); S.nReady = 0; S.requested = new Set();
+  S.case = keptCase(S.key, S.g);
+  S.vol = S.case.vol; S.ready = S.case.ready; S.nReady = S.case.nReady; S.requested = new Set();
   S.layers = new Map(); S.lesionsJson = ""; layerPanelKey = ""; S.click = null; S.hover = null; S.sentSlice = null;
   S.z = Math.min(nz - 1, Math.max(0, args.start_slice | 0)); S.cx = nx >> 1; S.cy = ny >> 1;
   S.zoom = 1; S.panX = 0; S.panY = 0;
@@ -42,7 +70,8 @@ function newCase(args) {
     R.img = R.ctx.createImageData(R.w, nz); R.px = new Uint32Array(R.img.data.buffer); R.plane = new Int16Array(R.w * nz);
     R.key = ""; R.planeKey = ""; R.runs = new Map();
   }
-  document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = ""; document.body.dataset.ct = "";
+  document.body.dataset.case = S.key; document.body.dataset.firstImage = ""; document.body.dataset.layers = "";
+  document.body.dataset.ct = S.nReady === nz ? "ready" : "";
   $("label").textContent = args.label;
   layout();
 }
@@ -55,6 +84,7 @@ async function loadSlab(s, file, gen) {
     const lo = buf.subarray(0, n), hi = buf.subarray(n, 2 * n), out = S.vol, off = z0 * n0;
     for (let i = 0; i < n; i++) out[off + i] = ((hi[i] << 24) | (lo[i] << 16)) >> 16;
     for (let z = z0; z < z1; z++) { if (!S.ready[z]) { S.ready[z] = 1; S.nReady++; } }
+    S.case.nReady = S.nReady;
     if (S.nReady === nz) document.body.dataset.ct = "ready";
     showProgress();
     requestDraw();
@@ -63,8 +93,9 @@ async function loadSlab(s, file, gen) {
 
 async function loadMask(layer, file, gen) {
   try {
-    const bits = await fetchGz(file, S.abort.signal);
+    const bits = S.case.masks.get(file) || await fetchGz(file, S.abort.signal);
     if (gen !== S.gen || layer.file !== file) return;
+    S.case.masks.set(file, bits);
     layer.bits = bits; layer.loaded = file;
     document.body.dataset.layers = [...S.layers.values()].filter((l) => l.bits).map((l) => l.name).join(",");
     renderLayerPanel(); requestDraw();
@@ -487,9 +518,13 @@ function apply(args) {
   if (args.height !== S.height) { S.height = args.height; if (S.g) layout(); }
   if (args.case !== S.key) newCase(args);
   setFrameHeight(S.height);
-  args.ct.forEach((file, s) => {
-    if (file && !S.requested.has(s)) { S.requested.add(s); loadSlab(s, file, S.gen); }
-  });
+  const first = Math.floor(S.z / S.g.slab);
+  const wanted = [...args.ct.keys()].filter((s) => args.ct[s] && !S.requested.has(s) && !S.ready[s * S.g.slab]);
+  for (const s of wanted.sort((a, b) => Math.abs(a - first) - Math.abs(b - first) || a - b)) {
+    S.requested.add(s);
+    const gen = S.gen;
+    fetchInTurn(() => (gen === S.gen ? loadSlab(s, args.ct[s], gen) : Promise.resolve()));
+  }
   const names = new Set();
   for (const a of args.layers) {
     names.add(a.name);
@@ -508,7 +543,7 @@ function apply(args) {
 }
 
 onRender((args) => {
-  if (!args.case || !args.folder) return;
+  if (!args.case || !args.folder) { if (!S.g) setFrameHeight(0); return; }
   S.base = new URL(`../${args.files}/${args.folder}/`, window.location.href);
   if (args.status) { setFrameHeight(args.height); pollStatus(args); return; }
   stopPolling();
