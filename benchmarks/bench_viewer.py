@@ -135,8 +135,18 @@ def probe(f, what: str) -> list[dict]:
     return [p for p in f.evaluate("() => window.__probe") if p["what"] == what]
 
 
-def slow_events(f, name: str) -> int:
-    return sum(1 for e in f.evaluate("() => window.__slowEvents") if e["name"] == name)
+def slow_events(f, name: str) -> list[float]:
+    return [e["ms"] for e in f.evaluate("() => window.__slowEvents") if e["name"] == name]
+
+
+def event_timing(slow: list[float], n: int) -> str:
+    """The Event Timing API's input→next presented paint (8 ms steps; only events of 16 ms or more are
+    listed, so the unlisted ones count as under 16 ms)."""
+    xs = sorted([0.0] * max(0, n - len(slow)) + list(slow))
+    if not xs:
+        return "Event Timing: no events"
+    q = lambda p: "<16" if xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))] < 16 else f"{xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]:.0f}"  # noqa: E731
+    return f"Event Timing {len(slow)}/{n} ≥ 16 ms, median {q(0.5)} ms, p95 {q(0.95)} ms"
 
 
 def clear_probe(f) -> None:
@@ -156,7 +166,7 @@ def step_round(page, f, pace_ms: int) -> tuple[list[float], list[float], int]:
     f.wait_for_function(f"() => window.__probe.filter(p => p.what === 'keydown').length >= {STEPS}")
     page.wait_for_timeout(300)
     ps = probe(f, "keydown")
-    return [p["ms"] for p in ps], [p["queued"] for p in ps], slow_events(f, "keydown")
+    return [p["ms"] for p in ps], [p["queued"] for p in ps], event_timing(slow_events(f, "keydown"), len(ps))
 
 
 def stats(xs) -> str:
@@ -173,23 +183,23 @@ def latencies(page, f, meter):
         ms, queued, slow = step_round(page, f, PACE_MS)
         rounds.append(ms)
         print(f"  slice step round {r + 1}, one press every {PACE_MS} ms: key→painted {stats(ms)}; "
-              f"Event Timing: {slow}/{len(ms)} presses ≥ 16 ms to the next paint  [{load()}]")
+              f"{slow}  [{load()}]")
     ms, queued, slow = step_round(page, f, 0)
     print(f"  back-to-back presses (for the record): key→painted {stats(ms)}; waiting before the handler: "
-          f"median {statistics.median(queued):.1f} ms, max {max(queued):.1f} ms; Event Timing {slow}/{len(ms)} ≥ 16 ms")
+          f"median {statistics.median(queued):.1f} ms, max {max(queued):.1f} ms; {slow}")
     page.wait_for_timeout(1000)  # the settled slice goes to Python once
     after_steps = meter.snap()
     clear_probe(f)
     for i in range(30):
         f.click(f"[data-preset='{['mediastinum', 'bone', 'lung'][i % 3]}']")
     wl = [p["ms"] for p in probe(f, "click")]
-    wl_slow = slow_events(f, "click")
+    wl_slow = event_timing(slow_events(f, "click"), len(wl))
     clear_probe(f)
     for i in range(30):
         f.locator("[aria-label='lung region opacity']").fill(str(round(0.1 + 0.03 * i, 2)))
     page.wait_for_timeout(300)
     op = [p["ms"] for p in probe(f, "input")]
-    op_slow = slow_events(f, "input")
+    op_slow = event_timing(slow_events(f, "input"), len(op))
     clear_probe(f)
     box = f.locator("#axial").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -252,17 +262,23 @@ def main() -> int:
                       f"{stats(steps)}; median/p95 per round {per_round} ms  [{load()}]")
                 print(f"  during the steps: {b1[0] - b0[0]} HTTP requests, {b1[1] - b0[1]} HTTP bytes, "
                       f"{b1[3] - b0[3]} websocket messages sent (the settled slice), {b1[2] - b0[2]} websocket bytes received")
-                print(f"window preset click→painted: {stats(wl)}, Event Timing {wl_slow} ≥ 16 ms; "
-                      f"opacity input→painted: {stats(op)}, Event Timing {op_slow} ≥ 16 ms; "
+                print(f"window preset click→painted: {stats(wl)}, {wl_slow}; "
+                      f"opacity input→painted: {stats(op)}, {op_slow}; "
                       f"window/level drag pointermove→painted: {stats(drag)}  [{load()}]")
                 print(f"  during window/opacity changes: {b2[0] - b1[0]} HTTP requests, {b2[3] - b1[3]} websocket messages sent")
                 print(f"server RSS: {rss0:.0f} MB after the open, {rss_mb(proc.pid):.0f} MB after the interactions")
-                expand_picker(page, "Open the demo case")
-                page.get_by_role("button", name="Open the demo case").click()
-                wait_frame(page, "document.getElementById('label').textContent === 'demo-phantom' && b.dataset.firstImage === '1'")
-                page.wait_for_timeout(1000)
-                same = open_lung1(page, url, goto=False)
-                print(f"LUNG1-001 reopen in the same page after the demo case: {milestones(same)}  [{load()}]")
+                page.set_default_timeout(120_000)
+                try:
+                    expand_picker(page, "Open the demo case")
+                    page.get_by_role("button", name="Open the demo case").click()
+                    wait_frame(page, "document.getElementById('label').textContent === 'demo-phantom' "
+                                     "&& b.dataset.firstImage === '1'", 300)
+                    page.wait_for_timeout(1000)
+                    same = open_lung1(page, url, goto=False)
+                    print(f"LUNG1-001 reopen in the same page after the demo case: {milestones(same)}  [{load()}]")
+                except Exception as exc:  # noqa: BLE001 - report and go on to the other reopens
+                    page.screenshot(path="/tmp/bench_viewer_same_page.png")
+                    print(f"LUNG1-001 reopen in the same page: failed ({type(exc).__name__}: {str(exc)[:300]})")
                 ctx.close()
                 for _ in range(3):
                     ctx = browser.new_context(viewport={"width": 1500, "height": 1000})

@@ -25,12 +25,12 @@ async function fetchGz(file, signal) {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-// CT files are fetched a few at a time, the slab of the shown slice first: on a shared line the first
-// image does not wait for the whole stack.  Masks (small) go at once.
+// CT files are fetched the slab of the shown slice first, alone, then three at a time outwards: on a
+// shared line the first image does not wait for the whole stack.  Masks (small) go at once.
 const net = { active: 0, queue: [] };
 function fetchInTurn(task) { net.queue.push(task); pump(); }
 function pump() {
-  while (net.active < 3 && net.queue.length) {
+  while (net.active < (S.nReady ? 3 : 1) && net.queue.length) {  // the first slab alone
     const task = net.queue.shift();
     net.active += 1;
     task().finally(() => { net.active -= 1; pump(); });
