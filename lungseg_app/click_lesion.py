@@ -23,6 +23,7 @@ from lungseg.errors import LungsegError
 from . import state
 
 PENDING = "viewer_clicked_lesion"  # {"case": key, "seq": (token, seq), "result": LesionResult | None, "error"}
+HANDLED = "viewer_segmented_click"  # (token, seq) of the last click segmented
 _ADDED: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (case key, review id) → union of added lesions
 _LOCK = threading.Lock()
 
@@ -43,9 +44,9 @@ def segment_new_click(case, token: str, value: dict | None) -> None:
     if not value or value.get("reason") != "click" or value.get("case") != token or not value.get("click"):
         return
     seq = (token, value.get("seq"))
-    held = st.session_state.get(PENDING)
-    if held is not None and held.get("seq") == seq:
-        return  # this click was segmented already (a later rerun sees the same value)
+    if st.session_state.get(HANDLED) == seq:
+        return  # segmented already: later reruns (Discard, Add, other widgets) see the same value
+    st.session_state[HANDLED] = seq
     predictor, note = state.lesion_predictor_and_note()
     entry = {"case": case.key, "seq": seq, "result": None, "error": None,
              "point_mm": tuple(float(v) for v in value["click"]["mm"])}
