@@ -27,7 +27,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 OFFSETS = [(0, 0), (0, 4), (0, -4), (4, 0), (-4, 0), (3, 3), (-3, -3)]  # (di, dj) voxels from GTV-1's centre
 CLICK_PROBE = """() => {
-  window.__clicks = []; window.__args = []; window.__t0 = null; window.__argsSeen = false;
+  window.__clicks = []; window.__args = []; window.__loaded = []; window.__t0 = null; window.__argsSeen = false;
   document.getElementById('axial').addEventListener('pointerup', (e) => {
     window.__t0 = e.timeStamp; window.__argsSeen = false; }, true);
   new MutationObserver(() => {  // the layer's row appears when Python's answer reaches the page
@@ -37,6 +37,7 @@ CLICK_PROBE = """() => {
   new MutationObserver(() => {  // the mask has been fetched and inflated; the frame after it is drawn
     if (window.__t0 === null || !(document.body.dataset.layers || '').includes('clicked lesion')) return;
     const t0 = window.__t0; window.__t0 = null;
+    window.__loaded.push(performance.now() - t0);
     requestAnimationFrame(() => {
       const ch = new MessageChannel();
       ch.port1.onmessage = () => window.__clicks.push(performance.now() - t0);
@@ -102,6 +103,9 @@ def main() -> int:
                 answer = f.evaluate("() => window.__args")
                 print(f"  click → Python's answer (the layer listed) in the page: median {statistics.median(answer[1:]):.0f} ms "
                       f"({', '.join(f'{v:.0f}' for v in answer)})")
+                loaded = f.evaluate("() => window.__loaded")
+                print(f"  click → the mask fetched and inflated: median {statistics.median(loaded[1:]):.0f} ms "
+                      f"({', '.join(f'{v:.0f}' for v in loaded)})")
                 print(f"  of which segment_at on the server (as the page reports it): median "
                       f"{statistics.median(server_s[1:]) * 1000:.0f} ms ({', '.join(f'{v * 1000:.0f}' for v in server_s)})")
                 # a click in aerated lung: the one-line answer (timed from Python: includes Playwright's polling)
