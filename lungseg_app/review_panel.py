@@ -162,12 +162,11 @@ def _remove_added(case, user, latest, k_: str) -> None:
     c2.write("")
     if c2.button("Remove added lesion", key=f"{k_}_added_remove"):
         try:
-            saved = review.remove_added_lesion(_store(), case, user, labels[pick])
+            review.remove_added_lesion(_store(), case, user, labels[pick])
         except LungsegError as exc:
             st.error(str(exc))
         else:
-            st.success(f"Removed {pick}: recorded by {saved.reviewer} at {saved.decided_at}.")
-            st.rerun()
+            st.rerun()  # the latest decision above now says what is left
 
 
 def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:

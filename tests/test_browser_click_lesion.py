@@ -1,6 +1,7 @@
 """Click-to-segment in the viewer, in a real browser: LUNG1-001 from the data folder, a click inside GTV-1 on
 its largest slice shows the clicked lesion's contour; Discard leaves no trace, Add stores it with the case's
-review (who and when) and lists it in the lesion table and the review panel."""
+review (who and when) and lists it in the lesion table and the review panel, again after reopening; it can
+be removed."""
 
 import re
 
@@ -47,6 +48,16 @@ def image_point(page, i: int, j: int) -> tuple[float, float]:
     return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
 
 
+def open_lung1_001(page):
+    expand_picker(page, "Open this case")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
+    page.get_by_role("option", name="LUNG1-001.zip").click()
+    page.get_by_role("button", name="Open this case").click()
+    f = frame(page)
+    expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
+    expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
+
+
 def case_reviews(env) -> list:
     from lungseg.study import StudyStore
 
@@ -65,13 +76,8 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
     assert gtv[k, jj, ii]
 
     page.goto(url + "/Viewer")
-    expand_picker(page, "Open this case")
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
-    page.get_by_role("option", name="LUNG1-001.zip").click()
-    page.get_by_role("button", name="Open this case").click()
+    open_lung1_001(page)
     f = frame(page)
-    expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
-    expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
     f.locator("#axial").click(position={"x": 5, "y": 5})  # focus (a click off the image segments nothing)
     page.keyboard.press("Home")
     for key in ["PageUp"] * (k // 10) + ["ArrowUp"] * (k % 10):
@@ -110,6 +116,14 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
     mask = unpack(lesion.mask, gtv.shape)
     assert 2 * (mask & gtv).sum() / (mask.sum() + gtv.sum()) >= 0.6
     assert lesion.volume_ml == pytest.approx(mask.sum() * 0.977 ** 2 * 3 / 1000, rel=0.02)
+    # reopened in a new session (a reload), the added lesion is shown again: layer, lesion table, review panel
+    page.reload()
+    open_lung1_001(page)
+    expect(f.locator("[data-layer='added lesions']")).to_have_count(1, timeout=LONG)
+    expect(page.get_by_text(re.compile(r"added to the automatic contour by click: C1"))).to_be_visible(timeout=60_000)
+    expect(tables.first).to_contain_text("added by click")
     page.get_by_role("button", name="Remove added lesion").click()
-    expect(page.get_by_text(re.compile(r"Removed C1"))).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"Latest decision by local user.*rejected"))).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"by click: C1"))).to_have_count(0)
+    expect(f.locator("[data-layer='added lesions']")).to_have_count(0, timeout=30_000)
     assert [r.added for r in case_reviews(env)][0] == ()
