@@ -27,8 +27,33 @@ def label_components(mask: np.ndarray, corners: bool = False) -> tuple[np.ndarra
     if mask.size == 0:
         return np.zeros(mask.shape, np.uint32), 0
     image = sitk.ConnectedComponent(sitk.GetImageFromArray(as_uint8(mask)), corners)
-    labels = sitk.GetArrayFromImage(image)
+    labels = np.asarray(_ImageBuffer(image))
     return labels, int(labels.max())
+
+
+class _ImageBuffer:
+    """A read-only NumPy view of an ITK image that keeps the image alive.
+
+    ``GetArrayFromImage`` copies the labels (4 bytes a voxel: 300 MB for a 512² × 300 scan, and as
+    long again in page faults); a bare ``GetArrayViewFromImage`` dangles once the image is freed.
+    The array made from this object holds it, and with it the image, as its base.
+    """
+
+    def __init__(self, image: sitk.Image):
+        self.image = image
+        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every set voxel of ``mask`` (grown by ``pad``), or None when empty."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(0, int(idx[0]) - pad), min(mask.shape[axis], int(idx[-1]) + 1 + pad)))
+    return tuple(box)
 
 
 def component_boxes(labels: np.ndarray, n: int) -> list[tuple[slice, ...] | None]:
