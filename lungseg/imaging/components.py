@@ -59,19 +59,19 @@ def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
 def component_boxes(labels: np.ndarray, n: int) -> list[tuple[slice, ...] | None]:
     """Bounding box of each label 1…n as a tuple of slices (None for a label with no voxels)."""
     boxes: list[tuple[slice, ...] | None] = [None] * n
-    idx = np.flatnonzero(labels)
-    if idx.size == 0 or n == 0:
+    if n == 0:
         return boxes
-    lab = labels.ravel()[idx].astype(np.intp)
-    coords = np.unravel_index(idx, labels.shape)
-    lo = [np.full(n + 1, np.iinfo(np.intp).max) for _ in coords]
-    hi = [np.full(n + 1, -1) for _ in coords]
-    for axis, c in enumerate(coords):
-        np.minimum.at(lo[axis], lab, c)
-        np.maximum.at(hi[axis], lab, c)
-    for i in range(1, n + 1):
-        if hi[0][i] >= 0:
-            boxes[i - 1] = tuple(slice(int(lo[a][i]), int(hi[a][i]) + 1) for a in range(len(coords)))
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.ComputePerimeterOff()
+    stats.ComputeFeretDiameterOff()
+    stats.ComputeOrientedBoundingBoxOff()
+    stats.Execute(sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint32)))
+    d = labels.ndim
+    for i in stats.GetLabels():
+        if 1 <= i <= n:
+            box = stats.GetBoundingBox(i)  # ITK order: x, y, z starts, then sizes
+            start, size = box[:d][::-1], box[d:][::-1]
+            boxes[i - 1] = tuple(slice(int(a), int(a) + int(k)) for a, k in zip(start, size))
     return boxes
 
 
