@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
+from lungseg.imaging.components import as_uint8, component_boxes, convex_hull_2d, label_components, label_slice
 from lungseg.imaging.harmonise import LUNG_WINDOW, MODEL_WINDOW, HUWindow, normalise
 from lungseg.imaging.volume import Volume, disk, mm_to_voxels
 
@@ -122,17 +122,12 @@ LungResult.isolated = property(_get_isolated, _set_isolated, doc=LungResult.__da
 # slice in well under a millisecond, where scipy's generic loop takes tens.
 
 
-def _as_u8(mask: np.ndarray) -> np.ndarray:
-    mask = np.ascontiguousarray(mask)
-    return mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
-
-
 def _kernel(se2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(se2d, dtype=np.uint8)
 
 
 def _per_slice(op, mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
-    src, k = _as_u8(mask), _kernel(se2d)
+    src, k = as_uint8(mask), _kernel(se2d)
     out = np.empty(mask.shape, np.uint8)
     for z in range(mask.shape[0]):
         op(src[z], k, dst=out[z], borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -202,8 +197,8 @@ def fill_holes_slices(mask: np.ndarray) -> np.ndarray:
 # 1. body and couch
 
 
-def _largest_component(mask: np.ndarray, structure=None) -> np.ndarray:
-    labels, n = ndi.label(mask, structure=structure)
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = label_components(mask)
     if n == 0:
         return np.zeros_like(mask, dtype=bool)
     sizes = np.bincount(labels.ravel())
@@ -234,14 +229,14 @@ def body_and_couch(hu: np.ndarray, spacing_zyx, params: LungParams = LungParams(
     body = dilate_slices(body, se) & dense
     body = fill_holes_slices(body)
 
-    labels, n = ndi.label(dense & ~dilate_slices(body, disk(cx, (cy, cx))))
+    labels, n = label_components(dense & ~dilate_slices(body, disk(cx, (cy, cx))))
     couch = np.zeros_like(body)
     if n:
         body_rows = np.nonzero(body.any(axis=(0, 2)))[0]
         body_centre_row = body_rows.mean()
         width = dense.shape[2]
         is_couch = np.zeros(n + 1, dtype=bool)
-        for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        for i, sl in enumerate(component_boxes(labels, n), start=1):
             if sl is None:
                 continue
             rows, cols = sl[1], sl[2]
@@ -290,7 +285,7 @@ def air_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float, params: Lu
     when the two do not touch) and at least ``min_lung_ml``.
     """
     air = (hu < params.air_threshold_hu) & body
-    labels, n = ndi.label(air)
+    labels, n = label_components(air)
     if n == 0:
         return np.zeros_like(air), "no air inside the body"
     # counted over the air voxels only: bincount widens its input to int64, 8 bytes a voxel
@@ -308,11 +303,7 @@ def air_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float, params: Lu
     keep = [i for i in lung_like if sizes[i] >= params.second_lung_fraction * largest]
     lut = np.zeros(n + 1, dtype=bool)
     lut[keep] = True
-    out = np.zeros_like(air)
-    for sl, label in zip(ndi.find_objects(labels), range(1, n + 1)):
-        if lut[label]:
-            out[sl] |= labels[sl] == label
-    return out, None
+    return lut[labels], None
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,13 +323,11 @@ def remove_airways(candidates: np.ndarray, body: np.ndarray, spacing_zyx, params
     zs = np.nonzero(candidates.any(axis=(1, 2)))[0]
     previous = None
     for k in zs[::-1]:  # superior → inferior
-        labels, n = ndi.label(candidates[k])
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        labels, n, sizes, centroids = label_slice(candidates[k])
         if previous is None:
             cols = np.nonzero(body[k].any(axis=0))[0]
             centre, width = (cols[0] + cols[-1]) / 2, cols[-1] - cols[0]
-            centres = ndi.center_of_mass(candidates[k], labels, range(1, n + 1))
-            chosen = [i + 1 for i, c in enumerate(centres) if abs(c[1] - centre) < 0.1 * width]
+            chosen = [i for i in range(1, n + 1) if abs(centroids[i][0] - centre) < 0.1 * width]
         else:
             chosen = [t for t in np.unique(labels[previous]) if t > 0]
         if not chosen or sizes[chosen].sum() > max_px:
@@ -367,14 +356,12 @@ def grow_lungs(candidates: np.ndarray, spacing_zyx, params: LungParams = LungPar
     closed = _erode3d(_dilate3d(sub, ball), ball) | sub
     # in-plane holes (4-connected, as scipy's fill_holes and label give them) up to the area limit
     holes = fill_holes_slices(closed) & ~closed
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[1] = ndi.generate_binary_structure(2, 1)
-    labels, n = ndi.label(holes, structure=in_plane)
-    if n:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        small = sizes <= params.vessel_hole_mm2 / (sy * sx)
+    max_hole_px = params.vessel_hole_mm2 / (sy * sx)
+    for k in np.nonzero(holes.any(axis=(1, 2)))[0]:
+        labels, _, sizes, _ = label_slice(holes[k])
+        small = sizes <= max_hole_px
         small[0] = False
-        closed |= small[labels]
+        closed[k] |= small[labels]
     out = np.zeros_like(candidates)
     out[box] = closed
     return out
@@ -400,11 +387,13 @@ def _bbox(mask: np.ndarray, pad=(0, 0, 0)) -> tuple[slice, slice, slice]:
 
 def split_left_right(lungs: np.ndarray, spine_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(left, right) lungs: patient left is +x in LPS, so columns right of the spine axis."""
-    nz, ny, nx = lungs.shape
-    cols = np.arange(nx)[None, None, :]
-    axis = np.where(np.isnan(spine_x), nx / 2.0, spine_x)[:, None, None]
-    left = lungs & (cols > axis)
-    return left, lungs & ~left
+    nx = lungs.shape[2]
+    axis = np.where(np.isnan(spine_x), nx / 2.0, spine_x)
+    first_left = np.clip(np.floor(axis).astype(int) + 1, 0, nx)  # the first column x > axis
+    left = np.zeros_like(lungs)
+    for k in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+        left[k, :, first_left[k]:] = lungs[k, :, first_left[k]:]
+    return left, lungs ^ left
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,8 +504,6 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
     hull brings it inside the region (the seed's mirroring does the same for tumours the other
     lung's shape covers).  Used for the region only, never for the tight lungs.
     """
-    from scipy.spatial import ConvexHull, QhullError
-
     out = lung.copy()
     if not lung.any():
         return out
@@ -531,12 +518,16 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
         pts = _row_extremes(rows_with[j], first[j], last[j]) + offset
         if len(pts) < 3:
             continue
-        try:
-            hull = ConvexHull(pts)
-        except QhullError:
-            continue
-        _fill_convex(out[k], pts[hull.vertices])
+        hull = convex_hull_2d(pts)
+        if len(hull) < 3 or _area(hull) == 0:
+            continue  # all pixels on one line: no area to fill
+        _fill_convex(out[k], hull)
     return out
+
+
+def _area(polygon: np.ndarray) -> float:
+    y, x = polygon[:, 0], polygon[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
 def _fill_convex(image: np.ndarray, polygon: np.ndarray) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
 
+from lungseg.imaging.components import bounding_box, component_boxes, convex_hull_2d, label_components
 from lungseg.imaging.volume import Volume
 
 
@@ -15,10 +14,7 @@ def longest_axial_diameter_mm(mask2d: np.ndarray, spacing_yx: tuple[float, float
     if len(pts) < 2:
         return float(min(spacing_yx)) if len(pts) else 0.0
     if len(pts) > 3:
-        try:
-            pts = pts[ConvexHull(pts).vertices]
-        except QhullError:
-            pass
+        pts = convex_hull_2d(pts)  # the farthest pair lies on the hull
     d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1))
     return float(d.max())
 
@@ -29,13 +25,17 @@ def lesion_table(mask: np.ndarray, ct: Volume, spine_x: np.ndarray | None = None
     Side: patient left is +x (higher column) on the canonical grid; the spine axis of the slice
     splits left from right where known, else the image centre.
     """
-    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    outer = bounding_box(mask)
+    if outer is None:
+        return []
+    labels, n = label_components(mask[outer], corners=True)
     rows = []
     sz, sy, sx = ct.spacing_zyx
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
+    for i, inner in enumerate(component_boxes(labels, n), start=1):
+        if inner is None:
             continue
-        lesion = labels[sl] == i
+        lesion = labels[inner] == i
+        sl = tuple(slice(o.start + s.start, o.start + s.stop) for o, s in zip(outer, inner))
         vol_ml = float(lesion.sum() * ct.voxel_volume_ml)
         if vol_ml < min_volume_ml:
             continue
@@ -59,7 +59,7 @@ def lesion_table(mask: np.ndarray, ct: Volume, spine_x: np.ndarray | None = None
                 "seed_voxel": [int(v) for v in zyx[0]],  # a voxel inside the lesion, to select it again
             }
         )
-    rows.sort(key=lambda r: -r["volume_ml"])
+    rows.sort(key=lambda r: (-r["volume_ml"], r["first_slice"], r["seed_voxel"]))
     for n_, r in enumerate(rows, start=1):
         r["lesion"] = n_
     return rows

@@ -18,8 +18,9 @@ import torch
 from scipy import ndimage as ndi
 
 from lungseg.errors import LungsegError
-from lungseg.lungs import LungResult
+from lungseg.imaging.components import component_boxes, label_components
 from lungseg.imaging.volume import Volume
+from lungseg.lungs import LungResult, isolated_image
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "lungseg_unet.pt"
@@ -48,7 +49,13 @@ def prepare_slices(ct: Volume, lungs: LungResult, mask: np.ndarray | None = None
     box = (slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
     sy, sx = ct.spacing[1], ct.spacing[0]
     zoom = (sy / in_plane_mm, sx / in_plane_mm)
-    iso = lungs.isolated.array[slices][:, box[0], box[1]]
+    if isinstance(lungs, LungResult) and callable(lungs.__dict__.get("_isolated")):
+        # the isolated image is not made yet: normalise only the part the model sees, not the whole scan
+        part = (slices, box[0], box[1])
+        iso = isolated_image(ct.array[part[0]][:, part[1], part[2]], region[part[0]][:, part[1], part[2]],
+                             lungs.params.window)
+    else:
+        iso = lungs.isolated.array[slices][:, box[0], box[1]]
     images = ndi.zoom(iso, (1, zoom[0], zoom[1]), order=1, prefilter=False).astype(np.float32)
     out_mask = None
     if mask is not None:
@@ -208,8 +215,8 @@ class TumourPredictor:
             h = stack.box[0].stop - stack.box[0].start
             w = stack.box[1].stop - stack.box[1].start
             back = ndi.zoom(prob, (1, h / prob.shape[1], w / prob.shape[2]), order=1, prefilter=False)
-            probability[stack.slices[:, None, None], np.arange(stack.box[0].start, stack.box[0].stop)[None, :, None],
-                        np.arange(stack.box[1].start, stack.box[1].stop)[None, None, :]] = back[:, :h, :w]
+            in_box = probability[:, stack.box[0], stack.box[1]]  # a view: assigning to it fills ``probability``
+            in_box[stack.slices] = back[:, :h, :w]
         else:
             t2 = t1
         if post.candidate_filter == "model":
@@ -227,17 +234,19 @@ def _candidates_in_box(probability, region, voxel_ml, threshold):
     if not mask.any():
         return None, None, []
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
-    sub, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    idx = np.arange(1, n + 1)
-    sizes = np.bincount(sub.ravel(), minlength=n + 1)
-    inside = np.bincount(sub[region[box]].ravel(), minlength=n + 1)
-    prob = probability[box]
-    peaks = ndi.maximum(prob, sub, idx)
-    means = ndi.mean(prob, sub, idx)
+    sub, n = label_components(mask[box], corners=True)
+    inner = mask[box]
+    lab = sub[inner].astype(np.intp)
+    prob = probability[box][inner]
+    sizes = np.bincount(lab, minlength=n + 1)
+    inside = np.bincount(lab[region[box][inner]], minlength=n + 1)
+    sums = np.bincount(lab, weights=prob, minlength=n + 1)
+    peaks = np.zeros(n + 1)
+    np.maximum.at(peaks, lab, prob)
     rows = []
-    for i, sl in enumerate(ndi.find_objects(sub), start=1):
+    for i, sl in enumerate(component_boxes(sub, n), start=1):
         rows.append({"label": i, "volume_ml": float(sizes[i] * voxel_ml), "inside_region": float(inside[i] / sizes[i]),
-                     "peak_probability": float(peaks[i - 1]), "mean_probability": float(means[i - 1]),
+                     "peak_probability": float(peaks[i]), "mean_probability": float(sums[i] / sizes[i]),
                      "slices": int(sl[0].stop - sl[0].start)})
     return box, sub, rows
 
