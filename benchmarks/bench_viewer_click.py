@@ -6,7 +6,7 @@ measures, in the page, click (pointer up on the axial view) → the frame painte
 mask has arrived.  One warm-up click is not counted (both models are loaded when the page is); the median
 of the rest is the figure.  Also printed: the server-side segmentation time the page reports, a click
 outside any lesion (click → its one-line answer, timed from Python), machine load.  The probe is injected
-by this script; the app ships no test hooks.
+by this script; the app ships no test hooks.  ``python benchmarks/bench_viewer_click.py [SCREENSHOT.png]``
 """
 
 import re
@@ -21,8 +21,7 @@ import SimpleITK as sitk
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from bench_viewer import frame_of, load, open_lung1, wait_frame  # noqa: E402
-from browser_harness import app_server, launch_chromium  # noqa: E402
+from browser_harness import app_server, expand_picker, launch_chromium  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 OFFSETS = [(0, 0), (0, 4), (0, -4), (4, 0), (-4, 0), (3, 3), (-3, -3)]  # (di, dj) voxels from GTV-1's centre
@@ -45,6 +44,27 @@ CLICK_PROBE = """() => {
     });
   }).observe(document.body, { attributes: true, attributeFilter: ['data-layers'] });
 }"""
+
+
+def load() -> str:
+    with open("/proc/loadavg") as fh:
+        a = fh.read().split()
+    return f"load {a[0]} {a[1]} {a[2]}"
+
+
+def open_lung1(page, url):
+    """Open LUNG1-001 from the viewer's picker; the viewer's frame once everything is shown."""
+    page.goto(url + "/Viewer")
+    expand_picker(page, "Open this case")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
+    page.get_by_role("option", name="LUNG1-001.zip").click()
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Open this case").click()
+    f = page.frame_locator('iframe[title*="lungseg_viewer"]')
+    f.locator("body[data-layers*='automatic tumour'][data-ct='ready']").wait_for(state="attached")
+    seconds = time.perf_counter() - t0
+    frame = next(fr for fr in page.frames if "lungseg_viewer" in fr.url and "viewer_files" not in fr.url)
+    return frame, seconds
 
 
 def image_point(f, i: int, j: int) -> tuple[float, float]:
@@ -82,9 +102,8 @@ def main() -> int:
             with app_server(env=env, timeout=180) as (url, _):
                 page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
                 page.set_default_timeout(600_000)
-                opened = open_lung1(page, url)
-                print(f"LUNG1-001 opened (full overlay {opened['full overlay']:.1f} s)  [{load()}]")
-                f = frame_of(page)
+                f, opened = open_lung1(page, url)
+                print(f"LUNG1-001 opened ({opened:.1f} s to the full overlay)  [{load()}]")
                 to_slice(page, f, k)
                 f.evaluate(CLICK_PROBE)
                 server_s = []
@@ -92,9 +111,8 @@ def main() -> int:
                     x, y = image_point(f, i, j)
                     page.mouse.click(x, y)
                     f.wait_for_function(f"() => window.__clicks.length >= {n + 1}", timeout=60_000)
-                    text = page.get_by_text(re.compile(rf"Clicked lesion .*segmented in")).inner_text(timeout=30_000)
                     page.wait_for_timeout(800)  # the rerun finishes before the next click
-                    text = page.get_by_text(re.compile(r"Clicked lesion .*segmented in")).inner_text()
+                    text = page.get_by_text(re.compile(r"Clicked lesion .*segmented in")).inner_text(timeout=30_000)
                     server_s.append(float(re.search(r"segmented in ([0-9.]+) s", text).group(1)))
                 ms = f.evaluate("() => window.__clicks")
                 print(f"click → clicked-lesion contour painted, GTV-1 (LUNG1-001, 512×512×134), {len(ms) - 1} clicks "
@@ -110,24 +128,20 @@ def main() -> int:
                       f"{statistics.median(server_s[1:]) * 1000:.0f} ms ({', '.join(f'{v * 1000:.0f}' for v in server_s)})")
                 # a click in aerated lung: the one-line answer (timed from Python: includes Playwright's polling)
                 empties = []
-                for n, (i, j) in enumerate([(150, 250), (160, 240), (140, 260)]):
+                for i, j in [(150, 250), (160, 240), (140, 260)]:
                     x, y = image_point(f, i, j)
                     t0 = time.perf_counter()
                     page.mouse.click(x, y)
-                    page.get_by_text(re.compile(rf"No lesion under the click")).wait_for(timeout=30_000)
+                    page.get_by_text(re.compile(r"No lesion under the click")).wait_for(timeout=30_000)
                     empties.append(time.perf_counter() - t0)
                     page.wait_for_timeout(800)
                     page.mouse.click(*image_point(f, ii, jj))  # back to a lesion, so the next answer is new
-                    wait_frame(page, "true")
                     page.get_by_text(re.compile(r"Clicked lesion")).wait_for(timeout=30_000)
                     page.wait_for_timeout(800)
                 print(f"click outside any lesion → 'No lesion under the click' shown: median "
                       f"{statistics.median(empties) * 1000:.0f} ms ({', '.join(f'{v * 1000:.0f}' for v in empties)})  [{load()}]")
-                page.screenshot(path=f"{tmp}/shot.png")
-                if len(sys.argv) > 1:
-                    import shutil
-
-                    shutil.copy(f"{tmp}/shot.png", sys.argv[1])
+                if len(sys.argv) > 1:  # a screenshot of the last clicked lesion, e.g. docs/viewer-click.png
+                    page.screenshot(path=sys.argv[1])
             browser.close()
     return 0
 
