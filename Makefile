@@ -43,6 +43,7 @@ bench: setup chromium
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_case_memory.py
 	$(BIN)/python benchmarks/bench_lesion.py
+	$(BIN)/python benchmarks/bench_viewer_click.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,5 +1,6 @@
 import sys
 
-from lungseg.cli import main
+from lungseg.cli import keep_freed_memory, main
 
+keep_freed_memory()
 sys.exit(main())

@@ -4,6 +4,10 @@ The decision is stored by the study database (:meth:`lungseg.study.StudyStore.re
 and when; this module turns a clinician's choice into decisions and a stored review back into the accepted
 masks that :func:`export_accepted` writes onto the source CT.  The viewer, the study's Review page and the
 ``review`` / ``export --accepted`` commands all go through here.
+
+Lesions added by a click in the viewer (:func:`add_lesion`, :func:`remove_added_lesion`) join the
+automatic contour: they are accepted by being added, exported as part of ``GTV-auto``, and carried from
+one review of the case to the next until removed.
 """
 
 from __future__ import annotations
@@ -45,10 +49,93 @@ def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions:
     return out
 
 
-def record(store, case, reviewer, accept, lesions=None, comment: str = "", study=None, case_id=None):
-    """Store a review of ``case`` (who and when are recorded by the store)."""
+def record(store, case, reviewer, accept, lesions=None, comment: str = "", study=None, case_id=None, added=None):
+    """Store a review of ``case`` (who and when are recorded by the store).  ``added``: the lesions added
+    by click that stand with it; None keeps those of the case's latest review."""
+    if added is None:
+        prev = latest(store, case)
+        added = prev.added if prev is not None else ()
     return store.record_case_review(case.key, case.label, reviewer, decisions_for(case, accept, lesions),
-                                    comment=comment, source=case.source.as_dict(), study=study, case_id=case_id)
+                                    comment=comment, source=case.source.as_dict(), study=study, case_id=case_id,
+                                    added=added)
+
+
+def add_lesion(store, case, reviewer, mask: np.ndarray, point_mm=None, comment: str = ""):
+    """Add the lesion ``mask`` (bool, the case's canonical grid; e.g. ``segment_at(...).mask``) to the
+    automatic contour: a new review keeping the latest one's decisions and added lesions, plus this one
+    (numbered C1, C2, ...).  Returns the new review."""
+    from lungseg.lesion.segment import measure
+    from lungseg.maskcodec import pack
+    from lungseg.study import AddedLesion
+
+    mask = np.asarray(mask)
+    if mask.shape != tuple(case.volume.shape):
+        raise InputError(f"{case.label}: a lesion mask of shape {mask.shape} does not fit the case's grid "
+                         f"{tuple(case.volume.shape)}")
+    packed = pack(mask)
+    prev = latest(store, case)
+    before = prev.added if prev is not None else ()
+    same = next((a for a in before if a.mask.digest == packed.digest), None)
+    if same is not None:
+        raise InputError(f"{case.label}: this lesion is already added (C{same.number})")
+    ml, longest, _ = measure(mask.astype(bool, copy=False), case.volume)
+    number = max((a.number for a in before), default=0) + 1
+    new = AddedLesion(number, packed, point_mm, round(ml, 2), round(longest, 1))
+    return store.record_case_review(case.key, case.label, reviewer, prev.decisions if prev is not None else (),
+                                    comment=comment or f"added lesion C{number} by click",
+                                    source=case.source.as_dict(), added=(*before, new))
+
+
+def remove_added_lesion(store, case, reviewer, number: int, comment: str = ""):
+    """A new review without the added lesion C``number`` (the latest one's decisions kept).  With
+    nothing else left in the review, it records every contour of the case as rejected."""
+    prev = latest(store, case)
+    before = prev.added if prev is not None else ()
+    if all(a.number != number for a in before):
+        have = ", ".join(a.label for a in before) or "none"
+        raise InputError(f"{case.label}: no added lesion C{number} (added lesions: {have})")
+    after = tuple(a for a in before if a.number != number)
+    decisions = prev.decisions or (() if after else decisions_for(case, set()))
+    return store.record_case_review(case.key, case.label, reviewer, decisions,
+                                    comment=comment or f"removed added lesion C{number}",
+                                    source=case.source.as_dict(), added=after)
+
+
+def added_mask(case, review) -> np.ndarray | None:
+    """The union of the review's lesions added by click on the case's grid, or None if it has none."""
+    from lungseg.maskcodec import unpack_box
+
+    if not review.added:
+        return None
+    shape = tuple(case.volume.shape)
+    out = np.zeros(shape, dtype=bool)
+    for a in review.added:
+        if tuple(a.mask.shape) != shape:
+            raise InputError(f"{case.label}: added lesion {a.label} was drawn on a grid of {tuple(a.mask.shape)}, "
+                             f"not this case's {shape}")
+        out[a.mask.box_slices] |= unpack_box(a.mask)
+    return out
+
+
+def added_lesion_rows(case, review) -> list[dict]:
+    """One row per lesion added by click, in the lesion table's terms (``lesion`` is ``"C1"``, ...)."""
+    from lungseg.maskcodec import unpack_box
+
+    rows = []
+    spine = getattr(case.lungs, "spine_x", None) if getattr(case, "lungs", None) is not None else None
+    for a in (review.added if review is not None else ()):
+        z0, y0, x0 = a.mask.box[:3]
+        centroid = np.argwhere(unpack_box(a.mask)).mean(axis=0) + (z0, y0, x0)
+        k = int(round(centroid[0]))
+        axis = np.nan if spine is None or k >= len(spine) else float(spine[k])
+        midline = case.volume.shape[2] / 2.0 if np.isnan(axis) else axis
+        rows.append({"lesion": a.label, "number": a.number, "how": "added by click",
+                     "side": "left" if centroid[2] > midline else "right", "volume_ml": a.volume_ml,
+                     "longest_axial_diameter_mm": a.longest_axial_diameter_mm, "first_slice": a.mask.box[0],
+                     "last_slice": a.mask.box[3] - 1, "centroid_slice": k,
+                     "centroid_mm": [round(float(v), 1) for v in case.volume.index_to_physical(centroid[None])[0]],
+                     "added_by": a.added_by, "added_at": a.added_at})
+    return rows
 
 
 def latest(store, case):
@@ -57,13 +144,17 @@ def latest(store, case):
 
 
 def accepted_masks(case, review) -> dict[str, np.ndarray]:
-    """ROI name → accepted mask on the case's canonical grid (empty when everything was rejected)."""
+    """ROI name → accepted mask on the case's canonical grid (empty when everything was rejected); the
+    lesions added by click are part of the automatic ROI."""
     masks: dict[str, np.ndarray] = {}
     auto = review.decision("automatic")
     if auto is not None and auto.accepted:
         if case.automatic is None:
             raise InputError(f"{case.label}: the review accepted an automatic contour the case no longer has")
         masks[AUTOMATIC_ROI] = case.automatic.lesion_mask(list(auto.lesions) if auto.lesions else None)
+    added = added_mask(case, review)
+    if added is not None:
+        masks[AUTOMATIC_ROI] = added | masks[AUTOMATIC_ROI] if AUTOMATIC_ROI in masks else added
     man = review.decision("manual")
     if man is not None and man.accepted:
         if case.manual is None:

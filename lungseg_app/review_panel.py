@@ -33,10 +33,17 @@ def _store():
     return get_store()
 
 
-def _lesion_table(case) -> list[dict]:
-    return [{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
+def _lesion_table(case, latest=None) -> list[dict]:
+    """The automatic lesions, then those added by click (accepted by being added)."""
+    rows = [{"lesion": str(r["lesion"]), "how": "automatic", "side": r["side"], "volume (ml)": r["volume_ml"],
              "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
              "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}"} for r in case.lesions]
+    for r in review.added_lesion_rows(case, latest):
+        rows.append({"lesion": r["lesion"], "how": f"added by click ({r['added_by']}, {r['added_at'][:16]})",
+                     "side": r["side"], "volume (ml)": r["volume_ml"],
+                     "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
+                     "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}"})
+    return rows
 
 
 def show(case, user=None, *, study=None, case_id: str | None = None, key: str = "review") -> None:
@@ -52,6 +59,8 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
             what = "automatic" + (f" lesion(s) {', '.join(map(str, d.lesions))}" if d.lesions else "") \
                 if d.contour == "automatic" else f"manual ({d.name})"
             parts.append(f"{what}: **{'accepted' if d.accepted else 'rejected'}**")
+        if latest.added:
+            parts.append(f"added to the automatic contour by click: **{', '.join(a.label for a in latest.added)}**")
         st.info(f"Latest decision by **{latest.reviewer}** at {latest.decided_at}: " + "; ".join(parts)
                 + (f" — “{latest.comment}”" if latest.comment else ""), icon=None)
 
@@ -82,10 +91,10 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         lesions: list[int] | None = None
         c1, c2 = st.columns(2)
         with c1:
+            rows = _lesion_table(case, latest)
+            if rows:
+                st.dataframe(rows, hide_index=True, width="stretch")
             if case.automatic is not None:
-                rows = _lesion_table(case)
-                if rows:
-                    st.dataframe(rows, hide_index=True, width="stretch")
                 numbers = [r["lesion"] for r in case.lesions]
                 before = list(prev_auto.lesions) if prev_auto and prev_auto.accepted and prev_auto.lesions else \
                     (numbers if prev_auto and prev_auto.accepted else [])
@@ -114,6 +123,8 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         else:
             st.success(f"Saved: decision by {saved.reviewer} at {saved.decided_at}.")
             st.rerun()
+    if latest is not None and latest.added:
+        _remove_added(case, user, latest, k_)
 
     if latest is None:
         return
@@ -142,6 +153,20 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download",
                            on_click="ignore")
     pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
+
+
+def _remove_added(case, user, latest, k_: str) -> None:
+    c1, c2 = st.columns([2, 3])
+    labels = {a.label: a.number for a in latest.added}
+    pick = c1.selectbox("Lesion added by click", list(labels), key=f"{k_}_added_pick")
+    c2.write("")
+    if c2.button("Remove added lesion", key=f"{k_}_added_remove"):
+        try:
+            review.remove_added_lesion(_store(), case, user, labels[pick])
+        except LungsegError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()  # the latest decision above now says what is left
 
 
 def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:

@@ -27,6 +27,23 @@ def predictor_and_note():
 
 
 @st.cache_resource(show_spinner=False)
+def lesion_predictor_and_note():
+    """The click-to-segment model, loaded once per server process and run twice on an empty patch, so
+    the first click does not pay torch's first-call costs: (predictor or None, note or None)."""
+    try:
+        import numpy as np
+
+        from lungseg.lesion.segment import LesionPredictor
+
+        predictor = LesionPredictor()
+        for _ in range(2):
+            predictor.probability(np.full(predictor.grid.shape, -1000.0, np.float32))
+        return predictor, None
+    except Exception as exc:  # noqa: BLE001 - no model: clicks only show the point, said plainly
+        return None, f"Click-to-segment model could not be loaded ({cases.one_line(exc)}): a click shows the point only."
+
+
+@st.cache_resource(show_spinner=False)
 def memory() -> CaseMemory:
     return CaseMemory()
 

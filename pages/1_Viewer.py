@@ -7,19 +7,21 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lungseg.case import CaseMemory, CaseSource, ManualSource, model_version
 from lungseg.errors import LungsegError
-from lungseg_app import cases, gate, review_panel, state
+from lungseg_app import cases, click_lesion, gate, review_panel, state
 from lungseg_app.viewer import lesion_start_slice, opening, viewer_layers
 from lungseg_app.viewer.component import viewer
-from lungseg_app.viewer.publish import STATUS, component_args
+from lungseg_app.viewer.publish import STATUS, component_args, folder_for
 
 st.set_page_config(page_title="lungseg viewer", layout="wide", initial_sidebar_state="collapsed")
 st.markdown("<style>.block-container{padding-top:2.6rem;padding-left:2rem;padding-right:2rem}</style>",
             unsafe_allow_html=True)
 user = gate.require_user()
 HEIGHT = 860
+VIEWER_KEY = "lungseg_viewer"
 ctx = get_script_run_ctx()
 who = ctx.session_id if ctx else "local"
 predictor, model_note = state.predictor_and_note()
+_, click_note = state.lesion_predictor_and_note()  # loaded with the page, so the first click is warm
 
 
 def start_job(source: CaseSource, label: str) -> bool:
@@ -105,10 +107,13 @@ def show() -> None:
             st.page_link("app.py", label="← Home")
             return
         vc = viewer_layers(case)
+        # a new click is segmented before the component is drawn: its contour goes out with this rerun
+        click_lesion.segment_new_click(case, folder_for(vc.key).token, st.session_state.get(VIEWER_KEY))
+        latest = click_lesion.latest_review(case)
         start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
-        args = component_args(vc, start, wait=True)
+        args = component_args(click_lesion.with_click_layers(vc, case, latest), start, wait=True)
         progress = {"text": "", "fraction": 1.0, "done": True}
-    value = viewer(args, progress=progress, height=HEIGHT)
+    value = viewer(args, progress=progress, height=HEIGHT, key=VIEWER_KEY)
     remember(value, args["case"], vc)
     click = st.session_state.get("viewer_click")
     if click and click["case"] == args["case"]:
@@ -117,12 +122,14 @@ def show() -> None:
         st.caption(f"Clicked point: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS · voxel (x {i}, y {j}, slice {k + 1}) · HU {click['hu']}")
     if vc is None:
         return
-    if vc.lesions:
-        st.markdown(f"**Lesions** ({vc.lesion_source})")
-        st.dataframe([{"lesion": r["lesion"], "side": r["side"], "volume (ml)": r["volume_ml"],
-                       "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
-                       "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}",
-                       "centre slice": r["centroid_slice"] + 1} for r in vc.lesions], hide_index=True, width="content")
+    click_lesion.show_controls(case, user)
+    added = st.session_state.pop("viewer_click_added", None)
+    if added:
+        st.success(added)
+    rows = click_lesion.lesion_rows(vc, case, latest)
+    if rows:
+        st.markdown(f"**Lesions** ({vc.lesion_source or 'added by click'})")
+        st.dataframe(rows, hide_index=True, width="content")
     for note in vc.notes:
         st.caption(note)
 
@@ -163,5 +170,6 @@ with st.expander("Open another case", expanded=state.current() is None and job i
     if right.button("Open the demo case", key="viewer_open_demo"):
         if start_job(CaseSource.demo(), "the demo case"):
             st.rerun()
-if model_note:
-    st.caption(model_note)
+for note in (model_note, click_note):
+    if note:
+        st.caption(note)

@@ -146,3 +146,42 @@ def test_each_command_still_has_its_own_options():
     assert set(COMMANDS) <= set(full._subparsers._group_actions[0].choices)
     args = build_parser(["segment", "x.zip", "--out", "y.nii.gz"]).parse_args(["segment", "x.zip", "--out", "y.nii.gz"])
     assert args.command == "segment" and args.threshold == 0.5 and callable(args.func)
+
+
+# --------------------------------------------------------------------------------------------
+# connected components on every core (ITK, OpenCV) against scipy.ndimage
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two label images split the voxels into the same components (whatever the numbering)."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize("corners", [False, True])
+def test_3d_components_and_boxes_equal_scipy(load_case, corners):
+    from lungseg.imaging.components import component_boxes, label_components
+
+    air = load_case("LUNG1-001")[0].volume.array[40:80, 100:400, 60:460] < -300  # lungs, airways, outside air
+    labels, n = label_components(air, corners=corners)
+    ref, n_ref = ndi.label(air, structure=np.ones((3, 3, 3), bool) if corners else None)
+    assert n == n_ref > 10
+    assert _same_partition(labels, ref)
+    boxes = component_boxes(labels, n)
+    by_first_voxel = {tuple(s.start for s in box): box for box in boxes}
+    assert sorted(by_first_voxel.values(), key=str) == sorted(ndi.find_objects(ref), key=str)
+
+
+def test_slice_components_equal_scipy():
+    from lungseg.imaging.components import label_slice
+
+    m = ndi.binary_opening(np.random.default_rng(3).random((120, 150)) < 0.5)
+    labels, n, areas, centroids = label_slice(m)
+    ref, n_ref = ndi.label(m)
+    assert n == n_ref > 5 and _same_partition(labels, ref)
+    for i in range(1, n + 1):
+        j = ref[labels == i][0]
+        assert areas[i] == (ref == j).sum()
+        assert np.allclose(centroids[i][::-1], ndi.center_of_mass(ref == j))

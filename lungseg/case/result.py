@@ -27,19 +27,23 @@ class Contour:
         """The mask of the given lesions (numbered as in the table, largest first); all when None."""
         if numbers is None:
             return self.mask
-        from lungseg.imaging.components import label_components
+        from lungseg.imaging.components import bounding_box, label_components
 
         known = {int(r["lesion"]) for r in self.lesions}
         bad = sorted(set(int(n) for n in numbers) - known)
         if bad:
             raise InputError(f"{self.name}: no lesion {', '.join(map(str, bad))} "
                              f"(the table has {len(known)} lesion{'s' if len(known) != 1 else ''})")
-        labels, _ = label_components(self.mask, corners=True)
         out = np.zeros_like(self.mask)
+        box = bounding_box(self.mask)
+        if box is None:
+            return out
+        labels, _ = label_components(self.mask[box], corners=True)
+        inside = out[box]
         for row in self.lesions:
             if int(row["lesion"]) in numbers:
-                z, y, x = row["seed_voxel"]
-                out |= labels == labels[z, y, x]
+                z, y, x = (v - b.start for v, b in zip(row["seed_voxel"], box))
+                inside |= labels == labels[z, y, x]
         return out
 
     @property

@@ -94,7 +94,8 @@ def keep_freed_memory() -> None:
     A run makes and drops dozens of full-volume arrays.  By default glibc hands each one back to the
     kernel (munmap) and the next is page-faulted in afresh, 4 KiB at a time: on a 512² × 134 scan that
     is ~160,000 page faults and about half a second of system time.  A command is short-lived, so
-    keeping the memory costs nothing; peak RSS stays the same."""
+    keeping the memory costs nothing; peak RSS stays the same.  Called by
+    ``python -m lungseg`` only, never inside a long-lived process that imports the library."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -107,7 +108,6 @@ def keep_freed_memory() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    keep_freed_memory()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:

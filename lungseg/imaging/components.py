@@ -27,26 +27,51 @@ def label_components(mask: np.ndarray, corners: bool = False) -> tuple[np.ndarra
     if mask.size == 0:
         return np.zeros(mask.shape, np.uint32), 0
     image = sitk.ConnectedComponent(sitk.GetImageFromArray(as_uint8(mask)), corners)
-    labels = sitk.GetArrayFromImage(image)
+    labels = np.asarray(_ImageBuffer(image))
     return labels, int(labels.max())
+
+
+class _ImageBuffer:
+    """A read-only NumPy view of an ITK image that keeps the image alive.
+
+    ``GetArrayFromImage`` copies the labels (4 bytes a voxel: 300 MB for a 512² × 300 scan, and as
+    long again in page faults); a bare ``GetArrayViewFromImage`` dangles once the image is freed.
+    The array made from this object holds it, and with it the image, as its base.
+    """
+
+    def __init__(self, image: sitk.Image):
+        self.image = image
+        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every set voxel of ``mask`` (grown by ``pad``), or None when empty."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(0, int(idx[0]) - pad), min(mask.shape[axis], int(idx[-1]) + 1 + pad)))
+    return tuple(box)
 
 
 def component_boxes(labels: np.ndarray, n: int) -> list[tuple[slice, ...] | None]:
     """Bounding box of each label 1…n as a tuple of slices (None for a label with no voxels)."""
     boxes: list[tuple[slice, ...] | None] = [None] * n
-    idx = np.flatnonzero(labels)
-    if idx.size == 0 or n == 0:
+    if n == 0:
         return boxes
-    lab = labels.ravel()[idx].astype(np.intp)
-    coords = np.unravel_index(idx, labels.shape)
-    lo = [np.full(n + 1, np.iinfo(np.intp).max) for _ in coords]
-    hi = [np.full(n + 1, -1) for _ in coords]
-    for axis, c in enumerate(coords):
-        np.minimum.at(lo[axis], lab, c)
-        np.maximum.at(hi[axis], lab, c)
-    for i in range(1, n + 1):
-        if hi[0][i] >= 0:
-            boxes[i - 1] = tuple(slice(int(lo[a][i]), int(hi[a][i]) + 1) for a in range(len(coords)))
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.ComputePerimeterOff()
+    stats.ComputeFeretDiameterOff()
+    stats.ComputeOrientedBoundingBoxOff()
+    stats.Execute(sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint32)))
+    d = labels.ndim
+    for i in stats.GetLabels():
+        if 1 <= i <= n:
+            box = stats.GetBoundingBox(i)  # ITK order: x, y, z starts, then sizes
+            start, size = box[:d][::-1], box[d:][::-1]
+            boxes[i - 1] = tuple(slice(int(a), int(a) + int(k)) for a, k in zip(start, size))
     return boxes
 
 

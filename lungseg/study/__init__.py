@@ -52,12 +52,13 @@ from lungseg.study.report import (
     study_report,
     wilson_interval,
 )
-from lungseg.study.reviews import CaseReview, ContourDecision, study_verdict
+from lungseg.study.reviews import AddedLesion, CaseReview, ContourDecision, study_verdict
 from lungseg.study.store import SCHEMA_VERSION, ItemView, Progress, RaterInfo, Review, Study, StudyStore, Vote, default_db_path
 
 __all__ = [
     "AccessDenied",
     "AccountLocked",
+    "AddedLesion",
     "AdminSession",
     "AuthError",
     "CaseMetadata",

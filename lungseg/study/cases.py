@@ -254,13 +254,22 @@ def verdict_mask(case: Case, verdict: Mapping[str, Any], review: Any = None) -> 
     """The mask a study verdict (a ``StudyStore.reviews_table`` row) accepts on the opened case.
 
     ``review`` is the :class:`~lungseg.study.CaseReview` the verdict came from
-    (``verdict["case_review_id"]``), if any: then only its accepted lesions count.
+    (``verdict["case_review_id"]``), if any: then only its accepted lesions count, and the lesions it
+    added to the automatic contour by click.
     """
     source = verdict["accepted_source"]
     if source not in ("automatic", "manual"):
         raise StudyError(f"case {verdict['case_id']}: no contour was accepted")
     if review is not None:
-        return accepted_mask(case, [d for d in review.decisions if d.contour == source])
+        decided = [d for d in review.decisions if d.contour == source and d.accepted]
+        added = None
+        if source == "automatic":
+            from lungseg.review import added_mask
+
+            added = added_mask(case, review)
+        if added is None:
+            return accepted_mask(case, decided)
+        return accepted_mask(case, decided) | added if decided else added
     return case.contour(source).mask
 
 

@@ -10,16 +10,23 @@ Two kinds of record:
   contour, per lesion.  Every review is kept; the newest is the current one.  A case review of a
   study case (``study=``/``case_id=``) also sets the reviewer's study verdict (see
   :func:`study_verdict`), so the study report and export see it.
+
+A case review also lists the lesions a reviewer added to the automatic contour by a click in the viewer
+(:class:`AddedLesion`): each with who added it and when, and its mask (compact, exact: see
+:mod:`lungseg.maskcodec`) stored once in ``lesion_masks``.  Like the decisions, the list is that of the
+review: the next review carries it over, or leaves a removed lesion out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from lungseg.maskcodec import PackedMask
 from lungseg.study.access import AccessDenied, AdminSession, RaterSession, actor_name
 from lungseg.study.core import MAX_COMMENT, clean_name
 from lungseg.study.design import StudyError, canonical_specialty
@@ -94,6 +101,50 @@ class ContourDecision:
 
 
 @dataclass(frozen=True)
+class AddedLesion:
+    """A lesion added to a case's automatic contour by a click (``point_mm``, LPS).
+
+    ``number``: 1, 2, ... within the case (shown as ``C1``, ``C2``, ...); ``mask``: on the case's
+    canonical grid.  ``added_by``/``added_at`` are stamped by the store when the lesion is first
+    recorded (leave them None) and kept when a later review carries the lesion over.
+    """
+
+    number: int
+    mask: PackedMask
+    point_mm: tuple[float, float, float] | None = None
+    volume_ml: float = 0.0
+    longest_axial_diameter_mm: float = 0.0
+    added_by: str | None = None
+    added_at: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.number, bool) or not isinstance(self.number, int) or self.number < 1:
+            raise StudyError(f"an added lesion's number is a whole number from 1, got {self.number!r}")
+        if not isinstance(self.mask, PackedMask):
+            raise StudyError(f"added lesion C{self.number}: its mask must be a PackedMask (lungseg.maskcodec.pack)")
+        if self.point_mm is not None:
+            point = tuple(float(v) for v in self.point_mm)
+            if len(point) != 3 or not all(math.isfinite(v) for v in point):
+                raise StudyError(f"added lesion C{self.number}: the click point needs three finite mm coordinates")
+            object.__setattr__(self, "point_mm", point)
+        for name in ("volume_ml", "longest_axial_diameter_mm"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise StudyError(f"added lesion C{self.number}: {name} must be a finite number >= 0")
+            object.__setattr__(self, name, value)
+
+    @property
+    def label(self) -> str:
+        return f"C{self.number}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "mask": self.mask.digest, "point_mm": None if self.point_mm is None else
+                list(self.point_mm), "volume_ml": self.volume_ml,
+                "longest_axial_diameter_mm": self.longest_axial_diameter_mm, "added_by": self.added_by,
+                "added_at": self.added_at}
+
+
+@dataclass(frozen=True)
 class CaseReview:
     """One accept/reject review of a case, as recorded (see :meth:`Reviewing.record_case_review`).
 
@@ -113,6 +164,7 @@ class CaseReview:
     source: dict
     study: str | None
     case_id: str | None
+    added: tuple[AddedLesion, ...] = ()
 
     def decision(self, contour: str) -> ContourDecision | None:
         """The decision on ``"automatic"`` or ``"manual"``, or None if the review has none."""
@@ -125,14 +177,14 @@ class CaseReview:
         return tuple(d for d in self.decisions if d.accepted)
 
 
-def study_verdict(decisions: Iterable[ContourDecision]) -> str:
+def study_verdict(decisions: Iterable[ContourDecision], added: Iterable[AddedLesion] = ()) -> str:
     """The study verdict (``reviews.accepted_source``) a case review stands for.
 
-    The accepted contour (``"automatic"`` also when only some of its lesions are accepted), or
-    ``"none"`` when no contour is accepted.  A study verdict names one contour: accepting both
-    is refused.
+    The accepted contour (``"automatic"`` also when only some of its lesions are accepted, or when
+    lesions were added to it by click), or ``"none"`` when no contour is accepted.  A study verdict
+    names one contour: accepting both is refused.
     """
-    accepted = [d.contour for d in decisions if d.accepted]
+    accepted = sorted({d.contour for d in decisions if d.accepted} | ({"automatic"} if tuple(added) else set()))
     if len(accepted) > 1:
         raise StudyError("a study verdict accepts one contour (automatic or manual), not both")
     return accepted[0] if accepted else "none"
@@ -155,12 +207,12 @@ def source_record(source: Any) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _decisions(decisions: Any) -> tuple[ContourDecision, ...]:
+def _decisions(decisions: Any, added: tuple[AddedLesion, ...] = ()) -> tuple[ContourDecision, ...]:
     if isinstance(decisions, (ContourDecision, Mapping, str)) or not isinstance(decisions, Iterable):
         raise StudyError("decisions must be a list of ContourDecision")
     out = tuple(d if isinstance(d, ContourDecision) else ContourDecision.from_dict(d) if isinstance(d, Mapping)
                 else _not_a_decision(d) for d in decisions)
-    if not out:
+    if not out and not added:
         raise StudyError("a review needs a decision on at least one contour")
     seen = [d.contour for d in out]
     if len(set(seen)) != len(seen):
@@ -172,19 +224,41 @@ def _not_a_decision(value: Any) -> ContourDecision:
     raise StudyError(f"decisions must be ContourDecision, got {type(value).__name__}")
 
 
+def _added(added: Any) -> tuple[AddedLesion, ...]:
+    if isinstance(added, (AddedLesion, Mapping, str)) or not isinstance(added, Iterable):
+        raise StudyError("added lesions must be a list of AddedLesion")
+    out = tuple(added)
+    bad = [a for a in out if not isinstance(a, AddedLesion)]
+    if bad:
+        raise StudyError(f"added lesions must be AddedLesion, got {type(bad[0]).__name__}")
+    numbers = [a.number for a in out]
+    if len(set(numbers)) != len(numbers):
+        raise StudyError("added lesions: each number once")
+    shapes = {tuple(a.mask.shape) for a in out}
+    if len(shapes) > 1:
+        raise StudyError("added lesions of one case lie on one grid")
+    return tuple(sorted(out, key=lambda a: a.number))
+
+
 _CASE_REVIEW_SQL = (
     "SELECT cr.id, cr.case_key, cr.case_label, cr.reviewer, cr.reviewer_kind, cr.decided_at, cr.decisions_json, "
-    "cr.comment, cr.source_json, s.name AS study, c.case_key AS study_case "
+    "cr.comment, cr.source_json, cr.added_json, s.name AS study, c.case_key AS study_case "
     "FROM case_reviews cr LEFT JOIN studies s ON s.id = cr.study_id LEFT JOIN cases c ON c.id = cr.study_case_id "
 )
 
 
-def _case_review(row: Mapping[str, Any]) -> CaseReview:
+def _case_review(row: Mapping[str, Any], masks: Mapping[str, PackedMask]) -> CaseReview:
+    added = tuple(
+        AddedLesion(int(a["number"]), masks[a["mask"]], None if a.get("point_mm") is None else tuple(a["point_mm"]),
+                    a.get("volume_ml") or 0.0, a.get("longest_axial_diameter_mm") or 0.0, a.get("added_by"),
+                    a.get("added_at"))
+        for a in json.loads(row["added_json"] or "[]"))
     return CaseReview(
         id=row["id"], case_key=row["case_key"], case_label=row["case_label"], reviewer=row["reviewer"],
         reviewer_kind=row["reviewer_kind"], decided_at=row["decided_at"],
         decisions=tuple(ContourDecision.from_dict(d) for d in json.loads(row["decisions_json"])),
-        comment=row["comment"], source=json.loads(row["source_json"]), study=row["study"], case_id=row["study_case"])
+        comment=row["comment"], source=json.loads(row["source_json"]), study=row["study"], case_id=row["study_case"],
+        added=added)
 
 
 class Reviewing(Voting):
@@ -306,6 +380,7 @@ class Reviewing(Voting):
         source: Any = None,
         study: "str | int | Study | None" = None,
         case_id: str | None = None,
+        added: Iterable[AddedLesion] = (),
     ) -> CaseReview:
         """Record the accept/reject decisions of ``reviewer`` on an opened case (one transaction).
 
@@ -324,10 +399,15 @@ class Reviewing(Voting):
         replacing their earlier one, so :meth:`latest_review`, :meth:`reviews_table` and the study
         report see it.  A local user cannot review a study case, and a rater only a case of their
         own study.  Every review is audited as ``case_review.recorded``.
+
+        ``added``: the lesions added to the automatic contour by click that stand with this review
+        (:class:`AddedLesion`); one without ``added_by`` is new and gets this reviewer and time.  A
+        review may hold added lesions and no decision.
         """
         key = clean_name(case_key, "case key")
         label = " ".join(str(case_label or "").split())[:200]
-        chosen = _decisions(decisions)
+        added = _added(added)
+        chosen = _decisions(decisions, added)
         comment = str(comment or "").strip()
         if len(comment) > MAX_COMMENT:
             raise StudyError(f"comment must be at most {MAX_COMMENT} characters")
@@ -335,7 +415,7 @@ class Reviewing(Voting):
         if (study is None) != (case_id is None):
             raise StudyError("a review of a study case needs both the study and the case id")
         st = None if study is None else self.study(study)
-        verdict = None if st is None else study_verdict(chosen)
+        verdict = None if st is None else study_verdict(chosen, added)
         if isinstance(reviewer, AdminSession):
             kind, name = "admin", reviewer.username
         elif isinstance(reviewer, RaterSession):
@@ -347,6 +427,7 @@ class Reviewing(Voting):
         else:
             raise StudyError(f"reviewer must be a name or a signed-in session, got {type(reviewer).__name__}")
         now = self.now_iso()
+        added = tuple(a if a.added_by else replace(a, added_by=name, added_at=now) for a in added)
         with self.transaction() as conn:
             if kind == "admin":
                 self._check_admin(conn, reviewer)
@@ -360,14 +441,21 @@ class Reviewing(Voting):
                 if row is None:
                     raise StudyError(f"case {case_id} is not in study {st.name!r}")
                 study_case = row[0]
+            for a in added:
+                m = a.mask
+                conn.execute(
+                    "INSERT INTO lesion_masks (digest, shape_json, box_json, voxels, data) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO NOTHING",
+                    (m.digest, json.dumps(list(m.shape)), json.dumps(list(m.box)), m.voxels, m.data),
+                )
             cur = conn.execute(
                 "INSERT INTO case_reviews (case_key, case_label, reviewer, reviewer_kind, admin_username, rater_id, "
-                "decided_at, decisions_json, comment, source_json, source_key, study_id, study_case_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "decided_at, decisions_json, comment, source_json, source_key, study_id, study_case_id, added_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, label, name, kind, name if kind == "admin" else None,
                  reviewer.rater_id if kind == "rater" else None, now,
                  json.dumps([d.as_dict() for d in chosen]), comment, source_json, source_key,
-                 None if st is None else st.id, study_case),
+                 None if st is None else st.id, study_case, json.dumps([a.as_dict() for a in added])),
             )
             review_id = int(cur.lastrowid)
             if st is not None:
@@ -382,7 +470,8 @@ class Reviewing(Voting):
                 )
             self.audit(reviewer if kind == "admin" else actor_name(name), "case_review.recorded",
                        review_id=review_id, case_key=key, case=label, reviewer_kind=kind,
-                       decisions=[d.as_dict() for d in chosen], study=None if st is None else st.name,
+                       decisions=[d.as_dict() for d in chosen], added=[a.label for a in added],
+                       study=None if st is None else st.name,
                        case_id=None if case_id is None else str(case_id), verdict=verdict)
         return self.case_review(review_id)
 
@@ -391,13 +480,13 @@ class Reviewing(Voting):
         row = self._one(_CASE_REVIEW_SQL + "WHERE cr.id = ?", (int(review_id),))
         if row is None:
             raise StudyError(f"no case review {review_id}")
-        return _case_review(row)
+        return self._with_masks([row])[0]
 
     def case_reviews(self, case_key: str) -> list[CaseReview]:
         """Every review of a case (by its content key), newest first."""
         rows = self._rows(_CASE_REVIEW_SQL + "WHERE cr.case_key = ? ORDER BY cr.decided_at DESC, cr.id DESC",
                           (str(case_key),))
-        return [_case_review(r) for r in rows]
+        return self._with_masks(rows)
 
     def latest_case_review(self, case_key: str, source: Any = None) -> CaseReview | None:
         """The newest review of a case; with ``source`` (a ``CaseSource`` or its ``as_dict()``),
@@ -407,4 +496,16 @@ class Reviewing(Voting):
             sql += " AND cr.source_key = ?"
             params.append(source_record(source)[1])
         row = self._one(sql + " ORDER BY cr.decided_at DESC, cr.id DESC LIMIT 1", params)
-        return None if row is None else _case_review(row)
+        return None if row is None else self._with_masks([row])[0]
+
+    def _with_masks(self, rows: list[Mapping[str, Any]]) -> list[CaseReview]:
+        """Case reviews from their rows, with the masks of their added lesions."""
+        digests = sorted({a["mask"] for r in rows for a in json.loads(r["added_json"] or "[]")})
+        masks: dict[str, PackedMask] = {}
+        for i in range(0, len(digests), 500):
+            chunk = digests[i:i + 500]
+            for m in self._rows(f"SELECT digest, shape_json, box_json, voxels, data FROM lesion_masks WHERE digest IN "
+                                f"({', '.join('?' * len(chunk))})", chunk):
+                masks[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
+                                                int(m["voxels"]), bytes(m["data"]))
+        return [_case_review(r, masks) for r in rows]

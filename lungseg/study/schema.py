@@ -229,8 +229,23 @@ _V4 = [
     "ALTER TABLE reviews ADD COLUMN case_review_id INTEGER REFERENCES case_reviews(id)",
 ]
 
+# v5: lesions added to a case's automatic contour by a click in the viewer.  A case review lists the
+# added lesions current at that review in ``added_json`` (number, click point, who and when added,
+# measurements, and the digest of its mask); the masks themselves live once each in ``lesion_masks``,
+# keyed by that digest: the mask's bounding box on the case grid and its packed bits, zlib-compressed
+# (see :mod:`lungseg.maskcodec`), so carrying an added lesion over to the next review costs no copy.
+_V5 = [
+    "ALTER TABLE case_reviews ADD COLUMN added_json TEXT NOT NULL DEFAULT '[]'",
+    """CREATE TABLE lesion_masks (
+        digest TEXT PRIMARY KEY,
+        shape_json TEXT NOT NULL,
+        box_json TEXT NOT NULL,
+        voxels INTEGER NOT NULL CHECK (voxels > 0),
+        data BLOB NOT NULL)""",
+]
+
 #: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

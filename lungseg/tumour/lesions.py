@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.imaging.components import component_boxes, convex_hull_2d, label_components
+from lungseg.imaging.components import bounding_box, component_boxes, convex_hull_2d, label_components
 from lungseg.imaging.volume import Volume
 
 
@@ -25,13 +25,17 @@ def lesion_table(mask: np.ndarray, ct: Volume, spine_x: np.ndarray | None = None
     Side: patient left is +x (higher column) on the canonical grid; the spine axis of the slice
     splits left from right where known, else the image centre.
     """
-    labels, n = label_components(mask, corners=True)
+    outer = bounding_box(mask)
+    if outer is None:
+        return []
+    labels, n = label_components(mask[outer], corners=True)
     rows = []
     sz, sy, sx = ct.spacing_zyx
-    for i, sl in enumerate(component_boxes(labels, n), start=1):
-        if sl is None:
+    for i, inner in enumerate(component_boxes(labels, n), start=1):
+        if inner is None:
             continue
-        lesion = labels[sl] == i
+        lesion = labels[inner] == i
+        sl = tuple(slice(o.start + s.start, o.start + s.stop) for o, s in zip(outer, inner))
         vol_ml = float(lesion.sum() * ct.voxel_volume_ml)
         if vol_ml < min_volume_ml:
             continue

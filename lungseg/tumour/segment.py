@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from lungseg.errors import LungsegError
 from lungseg.imaging.components import component_boxes, label_components
 from lungseg.imaging.volume import Volume
-from lungseg.lungs import LungResult
+from lungseg.lungs import LungResult, isolated_image
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "lungseg_unet.pt"
@@ -49,7 +49,13 @@ def prepare_slices(ct: Volume, lungs: LungResult, mask: np.ndarray | None = None
     box = (slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
     sy, sx = ct.spacing[1], ct.spacing[0]
     zoom = (sy / in_plane_mm, sx / in_plane_mm)
-    iso = lungs.isolated.array[slices][:, box[0], box[1]]
+    if isinstance(lungs, LungResult) and callable(lungs.__dict__.get("_isolated")):
+        # the isolated image is not made yet: normalise only the part the model sees, not the whole scan
+        part = (slices, box[0], box[1])
+        iso = isolated_image(ct.array[part[0]][:, part[1], part[2]], region[part[0]][:, part[1], part[2]],
+                             lungs.params.window)
+    else:
+        iso = lungs.isolated.array[slices][:, box[0], box[1]]
     images = ndi.zoom(iso, (1, zoom[0], zoom[1]), order=1, prefilter=False).astype(np.float32)
     out_mask = None
     if mask is not None:
@@ -209,8 +215,8 @@ class TumourPredictor:
             h = stack.box[0].stop - stack.box[0].start
             w = stack.box[1].stop - stack.box[1].start
             back = ndi.zoom(prob, (1, h / prob.shape[1], w / prob.shape[2]), order=1, prefilter=False)
-            probability[stack.slices[:, None, None], np.arange(stack.box[0].start, stack.box[0].stop)[None, :, None],
-                        np.arange(stack.box[1].start, stack.box[1].stop)[None, None, :]] = back[:, :h, :w]
+            in_box = probability[:, stack.box[0], stack.box[1]]  # a view: assigning to it fills ``probability``
+            in_box[stack.slices] = back[:, :h, :w]
         else:
             t2 = t1
         if post.candidate_filter == "model":

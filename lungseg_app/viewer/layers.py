@@ -12,8 +12,11 @@ LAYER_COLOURS = {  # layer → RGB, in drawing order (later on top)
     "lung region": (70, 150, 255),
     "automatic tumour": (255, 60, 60),
     "manual contour": (255, 215, 0),
+    "added lesions": (230, 90, 255),  # added to the automatic contour by click
+    "clicked lesion": (40, 235, 110),  # the lesion under the last click, not yet added or discarded
 }
-DEFAULT_OPACITY = {"lung region": 0.35, "automatic tumour": 0.9, "manual contour": 0.9}
+DEFAULT_OPACITY = {"lung region": 0.35, "automatic tumour": 0.9, "manual contour": 0.9, "added lesions": 0.9,
+                   "clicked lesion": 0.95}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Click-to-segment in the viewer, in a real browser: LUNG1-001 from the data folder, a click inside GTV-1 on
+its largest slice shows the clicked lesion's contour; Discard leaves no trace, Add stores it with the case's
+review (who and when) and lists it in the lesion table and the review panel, again after reopening; it can
+be removed."""
+
+import re
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from browser_harness import app_server, expand_picker, launch_chromium
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+LONG = 240_000  # a cold LUNG1-001 open on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, data_dir):
+    d = tmp_path_factory.mktemp("click-app")
+    env = {"LUNGSEG_APP_CACHE": str(d / "cache"), "LUNGSEG_DB": str(d / "lungseg.db"), "LUNGSEG_DATA": str(data_dir)}
+    with app_server(env=env) as (url, _):
+        yield url, env
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        pg = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def frame(page):
+    return page.frame_locator('iframe[title*="lungseg_viewer"]')
+
+
+def image_point(page, i: int, j: int) -> tuple[float, float]:
+    """Page coordinates of voxel column i, row j in the axial view at the fitted zoom."""
+    f = frame(page)
+    box = f.locator("#axial").bounding_box()
+    nx, ny, sx, sy, _ = (float(v) for v in f.locator("#axial").get_attribute("data-geometry").split(","))
+    s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
+    ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
+    return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
+
+
+def open_lung1_001(page):
+    expand_picker(page, "Open this case")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
+    page.get_by_role("option", name="LUNG1-001.zip").click()
+    page.get_by_role("button", name="Open this case").click()
+    f = frame(page)
+    expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
+    expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
+
+
+def case_reviews(env) -> list:
+    from lungseg.study import StudyStore
+
+    with StudyStore(env["LUNGSEG_DB"]) as store:
+        return [r for key in {r[0] for r in store.conn.execute("SELECT case_key FROM case_reviews")}
+                for r in store.case_reviews(key)]
+
+
+def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
+    from lungseg.maskcodec import unpack
+
+    url, env = server
+    gtv = sitk.GetArrayFromImage(sitk.ReadImage(str(data_dir / "reference" / "LUNG1-001_GTV-1.nii.gz"))) > 0
+    k = int(np.argmax(gtv.sum(axis=(1, 2))))
+    jj, ii = np.argwhere(gtv[k]).mean(axis=0).round().astype(int)
+    assert gtv[k, jj, ii]
+
+    page.goto(url + "/Viewer")
+    open_lung1_001(page)
+    f = frame(page)
+    f.locator("#axial").click(position={"x": 5, "y": 5})  # focus (a click off the image segments nothing)
+    page.keyboard.press("Home")
+    for key in ["PageUp"] * (k // 10) + ["ArrowUp"] * (k % 10):
+        page.keyboard.press(key)
+    expect(f.locator("#axial")).to_have_attribute("data-slice", str(k + 1), timeout=10_000)
+    x, y = image_point(page, ii, jj)
+    clicked_row = f.locator("[data-layer='clicked lesion']")
+
+    # click → the clicked lesion's contour and its size; Discard removes it and stores nothing
+    page.mouse.click(x, y)
+    expect(f.locator("body[data-layers*='clicked lesion']")).to_have_count(1, timeout=30_000)
+    summary = page.get_by_text(re.compile(r"Clicked lesion .*ml · longest axial diameter"))
+    expect(summary).to_be_visible(timeout=30_000)
+    ml = float(re.search(r"([0-9.]+) ml", summary.inner_text()).group(1))
+    assert 100 < ml < 230, ml  # GTV-1 is 155.8 ml
+    page.get_by_role("button", name="Discard").click()
+    expect(clicked_row).to_have_count(0, timeout=30_000)
+    expect(summary).to_have_count(0)
+    assert case_reviews(env) == []
+
+    # a click beside it → Add: stored with who and when, shown in the lesion table and the review panel
+    f.locator("#axial").scroll_into_view_if_needed()  # the buttons below may have scrolled the page
+    x, y = image_point(page, ii + 2, jj)
+    page.mouse.click(x, y)
+    expect(clicked_row).to_have_count(1, timeout=30_000)
+    page.get_by_role("button", name="Add to automatic contour").click()
+    expect(page.get_by_text(re.compile(r"Added lesion C1 by local user"))).to_be_visible(timeout=30_000)
+    expect(f.locator("[data-layer='added lesions']")).to_have_count(1, timeout=30_000)
+    expect(clicked_row).to_have_count(0)
+    expect(page.get_by_text(re.compile(r"added to the automatic contour by click: C1"))).to_be_visible()
+    tables = page.locator('[data-testid="stDataFrame"]')
+    expect(tables.first).to_be_visible()
+    (review,) = case_reviews(env)
+    (lesion,) = review.added
+    assert (lesion.label, lesion.added_by, review.reviewer) == ("C1", "local user", "local user")
+    mask = unpack(lesion.mask, gtv.shape)
+    assert 2 * (mask & gtv).sum() / (mask.sum() + gtv.sum()) >= 0.6
+    assert lesion.volume_ml == pytest.approx(mask.sum() * 0.977 ** 2 * 3 / 1000, rel=0.02)
+    # reopened in a new session (a reload), the added lesion is shown again: layer, lesion table, review panel
+    page.reload()
+    open_lung1_001(page)
+    expect(f.locator("[data-layer='added lesions']")).to_have_count(1, timeout=LONG)
+    expect(page.get_by_text(re.compile(r"added to the automatic contour by click: C1"))).to_be_visible(timeout=60_000)
+    expect(tables.first).to_contain_text("added by click")
+    page.get_by_role("button", name="Remove added lesion").click()
+    expect(page.get_by_text(re.compile(r"Latest decision by local user.*rejected"))).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"by click: C1"))).to_have_count(0)
+    expect(f.locator("[data-layer='added lesions']")).to_have_count(0, timeout=30_000)
+    assert [r.added for r in case_reviews(env)][0] == ()
