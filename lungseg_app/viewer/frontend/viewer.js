@@ -534,6 +534,8 @@ function apply(args) {
     if (a.file && l.requested !== a.file) { l.requested = a.file; loadMask(l, a.file, S.gen); }
   }
   for (const n of [...S.layers.keys()]) if (!names.has(n)) S.layers.delete(n);
+  const files = new Set(args.layers.map((a) => a.file));
+  for (const f of [...S.case.masks.keys()]) if (!files.has(f)) S.case.masks.delete(f);  // a replaced mask (a new click) goes
   renderLayerPanel();
   const lj = JSON.stringify([args.lesions, args.lesion_source]);
   if (lj !== S.lesionsJson) { S.lesionsJson = lj; renderLesions(args.lesions, args.lesion_source); }
