@@ -98,17 +98,32 @@ def wait_frame(page, cond: str, timeout_s: float = 600):
 LAYERS = ("lung region", "manual contour", "automatic tumour")
 
 
+def pick_option(page, name: str) -> None:
+    """Pick ``name`` in the data-folder picker (a click while the page reruns may not open its list: retry)."""
+    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first
+    for attempt in range(10):
+        picker.click(timeout=60_000)
+        try:
+            page.get_by_role("option", name=name).click(timeout=3000)
+            return
+        except Exception:  # noqa: BLE001 - the list did not open; close whatever is open and retry
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    raise TimeoutError(f"could not pick {name}")
+
+
 def open_lung1(page, url, goto: bool = True) -> dict:
     """Open LUNG1-001 from the viewer's picker; seconds from the click to each milestone."""
     if goto:
         page.goto(url + "/Viewer")
     expand_picker(page, "Open this case")
     if goto:  # in the same page the picker still holds LUNG1-001.zip
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
-        page.get_by_role("option", name="LUNG1-001.zip").click()
+        pick_option(page, "LUNG1-001.zip")
     page.wait_for_timeout(500)
+    button = page.get_by_role("button", name="Open this case")
+    button.wait_for(state="visible", timeout=60_000)
     t0 = time.perf_counter()
-    page.get_by_role("button", name="Open this case").click()
+    button.click(timeout=60_000)
     out = {}
     base = "b.dataset.case && document.getElementById('label').textContent === 'LUNG1-001'"
     for name, cond in (("first CT image", "b.dataset.firstImage === '1'"),
@@ -273,7 +288,7 @@ def main() -> int:
                     page.get_by_role("button", name="Open the demo case").click()
                     wait_frame(page, "document.getElementById('label').textContent === 'demo-phantom' "
                                      "&& b.dataset.firstImage === '1'", 300)
-                    page.wait_for_timeout(1000)
+                    page.wait_for_timeout(6000)  # the page's last reruns after the open settle
                     same = open_lung1(page, url, goto=False)
                     print(f"LUNG1-001 reopen in the same page after the demo case: {milestones(same)}  [{load()}]")
                 except Exception as exc:  # noqa: BLE001 - report and go on to the other reopens
