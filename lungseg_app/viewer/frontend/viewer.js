@@ -7,7 +7,7 @@ const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] 
 const $ = (id) => document.getElementById(id);
 const axial = $("axial"), cross = $("cross"), sliceLabel = $("slice");
 const S = {
-  key: null, gen: 0, abort: null, g: null, vol: null, ready: null, nReady: 0, requested: new Set(),
+  key: null, gen: 0, g: null, vol: null, ready: null, nReady: 0, requested: new Set(),
   layers: new Map(), lesionsJson: "", base: null,
   z: 0, cx: 0, cy: 0, W: 1500, L: -600, zoom: 1, panX: 0, panY: 0, fill: false,
   hover: null, click: null, seq: 0, sentSlice: null, settleTimer: null, progress: {}, height: 880,
@@ -18,11 +18,21 @@ A.ctx = A.canvas.getContext("2d");
 const REFORMATS = [makeReformat($("coronal"), "x"), makeReformat($("sagittal"), "y")];
 
 // ---------------------------------------------------------------- data
-async function fetchGz(file, signal) {
-  const r = await fetch(new URL(file, S.base), { signal });
-  if (!r.ok) throw new Error(`${r.status} ${file}`);
-  const stream = r.body.pipeThrough(new DecompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+const worker = new Worker(new URL("./fetch-worker.js?v=5", import.meta.url), { type: "module" });
+const pending = new Map();
+let nextRequest = 0;
+worker.onmessage = (ev) => {
+  const { id, buffer, error } = ev.data, p = pending.get(id);
+  pending.delete(id);
+  if (error) { const e = new Error(error); if (error === "AbortError") e.name = "AbortError"; p.reject(e); } else p.resolve(buffer);
+};
+// a file's inflated bytes (a mask) or int16 voxels (a CT slab), fetched and inflated by the worker
+function fetchGz(file, kind = "bytes") {
+  return new Promise((resolve, reject) => {
+    const id = nextRequest++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, url: new URL(file, S.base).href, kind });
+  }).then((buffer) => (kind === "ct" ? new Int16Array(buffer) : new Uint8Array(buffer)));
 }
 
 // CT files are fetched the slab of the shown slice first, alone, then three at a time outwards: on a
@@ -53,8 +63,7 @@ function keptCase(key, g) {
 }
 
 function newCase(args) {
-  if (S.abort) S.abort.abort();
-  S.abort = new AbortController(); net.queue = [];
+  worker.postMessage({ abort: true }); net.queue = [];
   S.gen += 1; S.key = args.case; S.g = args.geometry;
   const { nx, ny, nz } = S.g;
   S.case = keptCase(S.key, S.g);
@@ -78,11 +87,10 @@ function newCase(args) {
 
 async function loadSlab(s, file, gen) {
   try {
-    const buf = await fetchGz(file, S.abort.signal);
+    const voxels = await fetchGz(file, "ct");
     if (gen !== S.gen) return;
-    const { nx, ny, nz, slab } = S.g, n0 = nx * ny, z0 = s * slab, z1 = Math.min(nz, z0 + slab), n = (z1 - z0) * n0;
-    const lo = buf.subarray(0, n), hi = buf.subarray(n, 2 * n), out = S.vol, off = z0 * n0;
-    for (let i = 0; i < n; i++) out[off + i] = ((hi[i] << 24) | (lo[i] << 16)) >> 16;
+    const { nx, ny, nz, slab } = S.g, n0 = nx * ny, z0 = s * slab, z1 = Math.min(nz, z0 + slab);
+    S.vol.set(voxels.subarray(0, (z1 - z0) * n0), z0 * n0);
     for (let z = z0; z < z1; z++) { if (!S.ready[z]) { S.ready[z] = 1; S.nReady++; } }
     S.case.nReady = S.nReady;
     if (S.nReady === nz) document.body.dataset.ct = "ready";
@@ -93,7 +101,7 @@ async function loadSlab(s, file, gen) {
 
 async function loadMask(layer, file, gen) {
   try {
-    const bits = S.case.masks.get(file) || await fetchGz(file, S.abort.signal);
+    const bits = S.case.masks.get(file) || await fetchGz(file);
     if (gen !== S.gen || layer.file !== file) return;
     S.case.masks.set(file, bits);
     layer.bits = bits; layer.loaded = file;
