@@ -177,7 +177,7 @@ class ResultCache:
         if shape != volume.shape:
             return None
         n = int(np.prod(shape))
-        masks = {k: np.unpackbits(arrays[k], count=n).astype(bool).reshape(shape)
+        masks = {k: np.unpackbits(arrays[k], count=n).view(bool).reshape(shape)
                  for k in ("lungs", "lung_region", "left_lung", "right_lung", "body", "couch")}
         region = masks["lung_region"]
         return LungResult(**masks, isolated=lambda: isolated_image(volume, region, params),
@@ -197,7 +197,7 @@ class ResultCache:
         arrays, meta = hit
         if tuple(meta["shape"]) != tuple(shape):
             return None
-        mask = np.unpackbits(arrays["mask"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+        mask = np.unpackbits(arrays["mask"], count=int(np.prod(shape))).view(bool).reshape(shape)
         return make_contour(meta["role"], meta["name"], mask, tuple(meta["lesions"]), meta["description"], meta["version"])
 
 

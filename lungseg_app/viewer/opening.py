@@ -16,6 +16,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import lungseg.imaging.io  # noqa: F401 - DICOM reading (pydicom: ~0.25 s) loads with the page, not in the first open
+import lungseg.lungs  # noqa: F401 - as does lung isolation (OpenCV, SimpleITK)
 from lungseg.case import CaseMemory, CaseSource, ResultCache, open_case_progressively
 from lungseg.errors import LungsegError
 
