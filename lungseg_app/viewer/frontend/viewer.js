@@ -1,7 +1,7 @@
 // lungseg viewer: axial slice with overlays, coronal and sagittal reformats, all drawn from one int16
 // volume fetched once per case.  Window/level, opacity, layers, zoom, pan and stepping never reach the
 // server; a click (point in mm + HU) and the settled slice are sent back to Python.
-import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=5";
+import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js?v=6";
 
 const PRESETS = { lung: [1500, -600], mediastinum: [350, 40], bone: [2000, 300] };
 const $ = (id) => document.getElementById(id);
@@ -18,7 +18,7 @@ A.ctx = A.canvas.getContext("2d");
 const REFORMATS = [makeReformat($("coronal"), "x"), makeReformat($("sagittal"), "y")];
 
 // ---------------------------------------------------------------- data
-const worker = new Worker(new URL("./fetch-worker.js?v=5", import.meta.url), { type: "module" });
+const worker = new Worker(new URL("./fetch-worker.js?v=6", import.meta.url), { type: "module" });
 const pending = new Map();
 let nextRequest = 0;
 worker.onmessage = (ev) => {
@@ -306,7 +306,8 @@ function draw() {
   const layers = layersKey();
   renderAxial(layers);
   placeAxial();
-  for (const R of REFORMATS) { renderReformat(R, layers); placeLines(R); }
+  // while W/L is dragged only the axial view follows each move; the reformats catch up on release
+  for (const R of REFORMATS) { if (!S.wlDragging) renderReformat(R, layers); placeLines(R); }
   prebuildRuns();
 }
 function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
@@ -457,12 +458,18 @@ axial.addEventListener("pointermove", (ev) => {
   if (drag.mode === "press" && Math.hypot(dx, dy) > 4) drag.mode = "pan";
   if (drag.mode === "wl") {
     const k = Math.max(1, drag.W / 300);
+    S.wlDragging = true;
     S.W = Math.max(1, Math.round(drag.W + dx * k)); S.L = Math.round(drag.L + dy * k); requestDraw();
   } else if (drag.mode === "pan") { S.panX = drag.panX + dx; S.panY = drag.panY + dy; requestDraw(); }
+});
+axial.addEventListener("pointercancel", () => {
+  if (drag && drag.mode === "wl") { S.wlDragging = false; requestDraw(); }
+  drag = null;
 });
 axial.addEventListener("pointerup", (ev) => {
   if (!drag) return;
   const mode = drag.mode; drag = null;
+  if (mode === "wl") { S.wlDragging = false; requestDraw(); }
   if (mode !== "press") return;
   const zyx = voxelAt(ev);
   if (!zyx) return;
