@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from browser_harness import LATENCY_PROBE, app_server, expand_picker, launch_chromium, rss_mb  # noqa: E402
+from browser_harness import LATENCY_PROBE, app_server, expand_picker, launch_chromium, pick_case, rss_mb  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 STEPS = 100  # per round
@@ -98,27 +98,13 @@ def wait_frame(page, cond: str, timeout_s: float = 600):
 LAYERS = ("lung region", "manual contour", "automatic tumour")
 
 
-def pick_option(page, name: str) -> None:
-    """Pick ``name`` in the data-folder picker (a click while the page reruns may not open its list: retry)."""
-    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first
-    for attempt in range(10):
-        picker.click(timeout=60_000)
-        try:
-            page.get_by_role("option", name=name).click(timeout=3000)
-            return
-        except Exception:  # noqa: BLE001 - the list did not open; close whatever is open and retry
-            page.keyboard.press("Escape")
-            page.wait_for_timeout(500)
-    raise TimeoutError(f"could not pick {name}")
-
-
 def open_lung1(page, url, goto: bool = True) -> dict:
     """Open LUNG1-001 from the viewer's picker; seconds from the click to each milestone."""
     if goto:
         page.goto(url + "/Viewer")
     expand_picker(page, "Open this case")
     if goto:  # in the same page the picker still holds LUNG1-001.zip
-        pick_option(page, "LUNG1-001.zip")
+        pick_case(page, "LUNG1-001.zip")
     page.wait_for_timeout(500)
     button = page.get_by_role("button", name="Open this case")
     button.wait_for(state="visible", timeout=60_000)

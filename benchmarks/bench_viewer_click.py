@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from browser_harness import app_server, expand_picker, launch_chromium  # noqa: E402
+from browser_harness import app_server, expand_picker, launch_chromium, pick_case  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 OFFSETS = [(0, 0), (0, 4), (0, -4), (4, 0), (-4, 0), (3, 3), (-3, -3)]  # (di, dj) voxels from GTV-1's centre
@@ -56,8 +56,7 @@ def open_lung1(page, url):
     """Open LUNG1-001 from the viewer's picker; the viewer's frame once everything is shown."""
     page.goto(url + "/Viewer")
     expand_picker(page, "Open this case")
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
-    page.get_by_role("option", name="LUNG1-001.zip").click()
+    pick_case(page, "LUNG1-001.zip")
     t0 = time.perf_counter()
     page.get_by_role("button", name="Open this case").click()
     f = page.frame_locator('iframe[title*="lungseg_viewer"]')

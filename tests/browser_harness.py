@@ -105,3 +105,18 @@ def expand_picker(page, button: str) -> None:
     if details.get_attribute("open") is None:
         page.get_by_text("Open another case").click()
     page.get_by_role("button", name=button).wait_for(state="visible", timeout=30_000)
+
+
+def pick_case(page, name: str) -> None:
+    """Pick ``name`` in the viewer's data-folder picker.  A click while the page reruns may not open
+    the list (seen after a reload on a loaded machine): close whatever opened and try again."""
+    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first
+    for _ in range(10):
+        picker.click(timeout=60_000)
+        try:
+            page.get_by_role("option", name=name).click(timeout=3000)
+            return
+        except Exception:  # noqa: BLE001 - the list did not open
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    raise TimeoutError(f"could not pick {name} in the data-folder picker")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from browser_harness import app_server, expand_picker, launch_chromium
+from browser_harness import app_server, expand_picker, launch_chromium, pick_case
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -50,8 +50,7 @@ def image_point(page, i: int, j: int) -> tuple[float, float]:
 
 def open_lung1_001(page):
     expand_picker(page, "Open this case")
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
-    page.get_by_role("option", name="LUNG1-001.zip").click()
+    pick_case(page, "LUNG1-001.zip")
     page.get_by_role("button", name="Open this case").click()
     f = frame(page)
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_harness import app_server, expand_picker, launch_chromium
+from browser_harness import app_server, expand_picker, launch_chromium, pick_case
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -69,8 +69,7 @@ def record_traffic(page) -> dict:
 def open_from_viewer(page, button: str, case: str | None = None):
     expand_picker(page, button)
     if case:
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Case from the data folder").first.click()
-        page.get_by_role("option", name=case).click()
+        pick_case(page, case)
     page.get_by_role("button", name=button).click()
 
 
