@@ -25,13 +25,13 @@ from pathlib import Path
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from browser_harness import LATENCY_PROBE, app_server, expand_picker, launch_chromium, pick_case, rss_mb  # noqa: E402
+from browser_harness import LATENCY_PROBE, VIEWER_FRAME, app_server, expand_picker, launch_chromium, pick_case, rss_mb  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 STEPS = 100  # per round
 ROUNDS = 3
 PACE_MS = 30  # ~33 presses a second: a fast OS key repeat
-VIEWER = 'iframe[title*="lungseg_viewer"]'
+VIEWER = VIEWER_FRAME
 
 
 def load() -> str:

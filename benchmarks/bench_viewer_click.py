@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from _common import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
-from browser_harness import app_server, expand_picker, launch_chromium, pick_case  # noqa: E402
+from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 OFFSETS = [(0, 0), (0, 4), (0, -4), (4, 0), (-4, 0), (3, 3), (-3, -3)]  # (di, dj) voxels from GTV-1's centre
@@ -59,19 +59,11 @@ def open_lung1(page, url):
     pick_case(page, "LUNG1-001.zip")
     t0 = time.perf_counter()
     page.get_by_role("button", name="Open this case").click()
-    f = page.frame_locator('iframe[title*="lungseg_viewer"]')
+    f = viewer_frame(page)
     f.locator("body[data-layers*='automatic tumour'][data-ct='ready']").wait_for(state="attached")
     seconds = time.perf_counter() - t0
     frame = next(fr for fr in page.frames if "lungseg_viewer" in fr.url and "viewer_files" not in fr.url)
     return frame, seconds
-
-
-def image_point(f, i: int, j: int) -> tuple[float, float]:
-    box = f.locator("#axial").bounding_box()
-    nx, ny, sx, sy, _ = (float(v) for v in f.locator("#axial").get_attribute("data-geometry").split(","))
-    s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
-    ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
-    return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
 
 
 def to_slice(page, f, k: int) -> None:
@@ -107,7 +99,7 @@ def main() -> int:
                 f.evaluate(CLICK_PROBE)
                 server_s = []
                 for n, (i, j) in enumerate(points):
-                    x, y = image_point(f, i, j)
+                    x, y = axial_point(f, i, j)
                     page.mouse.click(x, y)
                     f.wait_for_function(f"() => window.__clicks.length >= {n + 1}", timeout=60_000)
                     page.wait_for_timeout(800)  # the rerun finishes before the next click
@@ -128,13 +120,13 @@ def main() -> int:
                 # a click in aerated lung: the one-line answer (timed from Python: includes Playwright's polling)
                 empties = []
                 for i, j in [(150, 250), (160, 240), (140, 260)]:
-                    x, y = image_point(f, i, j)
+                    x, y = axial_point(f, i, j)
                     t0 = time.perf_counter()
                     page.mouse.click(x, y)
                     page.get_by_text(re.compile(r"No lesion under the click")).wait_for(timeout=30_000)
                     empties.append(time.perf_counter() - t0)
                     page.wait_for_timeout(800)
-                    page.mouse.click(*image_point(f, ii, jj))  # back to a lesion, so the next answer is new
+                    page.mouse.click(*axial_point(f, ii, jj))  # back to a lesion, so the next answer is new
                     page.get_by_text(re.compile(r"Clicked lesion")).wait_for(timeout=30_000)
                     page.wait_for_timeout(800)
                 print(f"click outside any lesion → 'No lesion under the click' shown: median "

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from lungseg.imaging.components import as_uint8, component_boxes, convex_hull_2d, label_components, label_slice
+from lungseg.imaging.components import as_uint8, bounding_box, component_boxes, convex_hull_2d, label_components, label_slice
 from lungseg.imaging.harmonise import LUNG_WINDOW, MODEL_WINDOW, HUWindow, normalise
 from lungseg.imaging.volume import Volume, disk, mm_to_voxels
 
@@ -144,31 +144,31 @@ def erode_slices(mask: np.ndarray, se2d: np.ndarray) -> np.ndarray:
     return _per_slice(cv2.erode, mask, se2d)
 
 
-def _dilate3d(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
-    """3D dilation by a z-symmetric structuring element, as the union of its shifted planes."""
+def _morph3d(mask: np.ndarray, se: np.ndarray, erode: bool) -> np.ndarray:
+    """3D dilation or erosion by a z-symmetric structuring element: each of its planes applied in-plane,
+    shifted in z and united (dilation) or intersected (erosion; beyond the first and last slice is
+    background)."""
+    per_slice, combine = (erode_slices, np.logical_and) if erode else (dilate_slices, np.logical_or)
     n = se.shape[0] // 2
-    out = dilate_slices(mask, se[n])
+    out = per_slice(mask, se[n])
     for dz in range(1, n + 1):
         if not se[n + dz].any():
             continue
-        plane = dilate_slices(mask, se[n + dz])
-        out[dz:] |= plane[:-dz]
-        out[:-dz] |= plane[dz:]
+        plane = per_slice(mask, se[n + dz])
+        combine(out[dz:], plane[:-dz], out=out[dz:])
+        combine(out[:-dz], plane[dz:], out=out[:-dz])
+        if erode:
+            out[:dz] = False
+            out[-dz:] = False
     return out
+
+
+def _dilate3d(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
+    return _morph3d(mask, se, erode=False)
 
 
 def _erode3d(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
-    n = se.shape[0] // 2
-    out = erode_slices(mask, se[n])
-    for dz in range(1, n + 1):
-        if not se[n + dz].any():
-            continue
-        plane = erode_slices(mask, se[n + dz])
-        out[dz:] &= plane[:-dz]
-        out[:-dz] &= plane[dz:]
-        out[:dz] = False  # the element reaches beyond the first / last slice: border value 0
-        out[-dz:] = False
-    return out
+    return _morph3d(mask, se, erode=True)
 
 
 def fill_holes_slices(mask: np.ndarray) -> np.ndarray:
@@ -252,7 +252,7 @@ def body_and_couch(hu: np.ndarray, spacing_zyx, params: LungParams = LungParams(
     full_body = _upsample(body_inner, step, hu.shape)
     full_couch = _upsample(couch, step, hu.shape)
     if couch.any():
-        box = _bbox(full_couch)
+        box = bounding_box(full_couch)
         full_couch[box] &= hu[box] > params.body_threshold_hu
     reason = None if couch.any() else "no couch in view"
     return full_body, full_couch, reason
@@ -337,7 +337,7 @@ def remove_airways(candidates: np.ndarray, body: np.ndarray, spacing_zyx, params
         previous = current
     if airway.any():
         se = disk(params.airway_dilation_mm, (sy, sx))
-        box = _bbox(airway, pad=(0, se.shape[0], se.shape[1]))
+        box = bounding_box(airway, pad=(0, se.shape[0], se.shape[1]))
         out = candidates.copy()
         out[box] &= ~dilate_slices(airway[box], se)
         return out, airway
@@ -350,7 +350,7 @@ def grow_lungs(candidates: np.ndarray, spacing_zyx, params: LungParams = LungPar
     if not candidates.any():
         return candidates
     sz, sy, sx = spacing_zyx
-    box = _bbox(candidates, pad=(2, mm_to_voxels(params.closing_mm, sy) + 2, mm_to_voxels(params.closing_mm, sx) + 2))
+    box = bounding_box(candidates, pad=(2, mm_to_voxels(params.closing_mm, sy) + 2, mm_to_voxels(params.closing_mm, sx) + 2))
     sub = candidates[box]
     ball = _ellipsoid(params.closing_mm, (sz, sy, sx))
     closed = _erode3d(_dilate3d(sub, ball), ball) | sub
@@ -372,17 +372,6 @@ def _ellipsoid(radius_mm: float, spacing_zyx) -> np.ndarray:
     n = [int(np.floor(v)) for v in r]
     zz, yy, xx = np.mgrid[-n[0] : n[0] + 1, -n[1] : n[1] + 1, -n[2] : n[2] + 1]
     return (zz / r[0]) ** 2 + (yy / r[1]) ** 2 + (xx / r[2]) ** 2 <= 1.0
-
-
-def _bbox(mask: np.ndarray, pad=(0, 0, 0)) -> tuple[slice, slice, slice]:
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.nonzero(mask.any(axis=other))[0]
-        lo = max(0, int(idx[0]) - pad[axis])
-        hi = min(mask.shape[axis], int(idx[-1]) + 1 + pad[axis])
-        out.append(slice(lo, hi))
-    return tuple(out)
 
 
 def split_left_right(lungs: np.ndarray, spine_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -478,7 +467,7 @@ def dilate_in_plane(mask: np.ndarray, radius_mm: float, spacing_zyx) -> np.ndarr
         return mask.copy()
     se = disk(radius_mm, (spacing_zyx[1], spacing_zyx[2]))
     pad = (0, se.shape[0] // 2 + 1, se.shape[1] // 2 + 1)
-    box = _bbox(mask, pad=pad)
+    box = bounding_box(mask, pad=pad)
     out = np.zeros_like(mask)
     out[box] = dilate_slices(mask[box], se)
     return out
@@ -507,7 +496,7 @@ def fill_concavities(lung: np.ndarray) -> np.ndarray:
     out = lung.copy()
     if not lung.any():
         return out
-    box = _bbox(lung)
+    box = bounding_box(lung)
     inner = lung[box]
     offset = np.array([box[1].start, box[2].start], dtype=float)
     rows_with = inner.any(axis=2)
@@ -565,7 +554,7 @@ def isolated_image(hu: np.ndarray, region: np.ndarray, window: HUWindow = MODEL_
     """The normalised CT (float32) inside ``region``, the window's air value outside it."""
     out = np.full(hu.shape, window.air_value, dtype=np.float32)
     if region.any():
-        box = _bbox(region)
+        box = bounding_box(region)
         inside = region[box]
         out[box][inside] = normalise(hu[box][inside], window)
     return out
@@ -603,7 +592,7 @@ def isolate(ct: Volume, params: LungParams = LungParams()) -> LungResult:
     if body_full.any():
         # everything after the body outline works inside the body's bounding box
         margin = mm_to_voxels(params.margin_mm, min(spacing[1:])) + 2
-        box = _bbox(body_full, pad=(0, margin, margin))
+        box = bounding_box(body_full, pad=(0, margin, margin))
         hu, body = hu_full[box], body_full[box]
         candidates, why = air_components(hu, body, voxel_ml, params)
         if why:

@@ -120,3 +120,21 @@ def pick_case(page, name: str) -> None:
             page.keyboard.press("Escape")
             page.wait_for_timeout(500)
     raise TimeoutError(f"could not pick {name} in the data-folder picker")
+
+
+VIEWER_FRAME = 'iframe[title*="lungseg_viewer"]'
+
+
+def viewer_frame(page):
+    """The viewer component's frame in the page."""
+    return page.frame_locator(VIEWER_FRAME)
+
+
+def axial_point(frame, i: float, j: float) -> tuple[float, float]:
+    """Page coordinates of the centre of voxel column i, row j in the axial view at the fitted zoom
+    (``frame``: the viewer's frame, as a frame locator or a frame)."""
+    box = frame.locator("#axial").bounding_box()
+    nx, ny, sx, sy, _ = (float(v) for v in frame.locator("#axial").get_attribute("data-geometry").split(","))
+    s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
+    ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
+    return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s

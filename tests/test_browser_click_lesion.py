@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from browser_harness import app_server, expand_picker, launch_chromium, pick_case
+from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -34,25 +34,11 @@ def page(server):
         browser.close()
 
 
-def frame(page):
-    return page.frame_locator('iframe[title*="lungseg_viewer"]')
-
-
-def image_point(page, i: int, j: int) -> tuple[float, float]:
-    """Page coordinates of voxel column i, row j in the axial view at the fitted zoom."""
-    f = frame(page)
-    box = f.locator("#axial").bounding_box()
-    nx, ny, sx, sy, _ = (float(v) for v in f.locator("#axial").get_attribute("data-geometry").split(","))
-    s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
-    ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
-    return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
-
-
 def open_lung1_001(page):
     expand_picker(page, "Open this case")
     pick_case(page, "LUNG1-001.zip")
     page.get_by_role("button", name="Open this case").click()
-    f = frame(page)
+    f = viewer_frame(page)
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
     expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
 
@@ -76,13 +62,13 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
 
     page.goto(url + "/Viewer")
     open_lung1_001(page)
-    f = frame(page)
+    f = viewer_frame(page)
     f.locator("#axial").click(position={"x": 5, "y": 5})  # focus (a click off the image segments nothing)
     page.keyboard.press("Home")
     for key in ["PageUp"] * (k // 10) + ["ArrowUp"] * (k % 10):
         page.keyboard.press(key)
     expect(f.locator("#axial")).to_have_attribute("data-slice", str(k + 1), timeout=10_000)
-    x, y = image_point(page, ii, jj)
+    x, y = axial_point(viewer_frame(page), ii, jj)
     clicked_row = f.locator("[data-layer='clicked lesion']")
 
     # click → the clicked lesion's contour and its size; Discard removes it and stores nothing
@@ -99,7 +85,7 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
 
     # a click beside it → Add: stored with who and when, shown in the lesion table and the review panel
     f.locator("#axial").scroll_into_view_if_needed()  # the buttons below may have scrolled the page
-    x, y = image_point(page, ii + 2, jj)
+    x, y = axial_point(viewer_frame(page), ii + 2, jj)
     page.mouse.click(x, y)
     expect(clicked_row).to_have_count(1, timeout=30_000)
     page.get_by_role("button", name="Add to automatic contour").click()

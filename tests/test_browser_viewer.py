@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_harness import app_server, expand_picker, launch_chromium, pick_case
+from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -39,23 +39,19 @@ def page(browser):
     ctx.close()
 
 
-def viewer(page):
-    return page.frame_locator('iframe[title*="lungseg_viewer"]')
-
-
 def slice_no(page) -> int:
-    return int(viewer(page).locator("#axial").get_attribute("data-slice"))
+    return int(viewer_frame(page).locator("#axial").get_attribute("data-slice"))
 
 
 def wait_slice(page, n: int):
-    expect(viewer(page).locator("#axial")).to_have_attribute("data-slice", str(n), timeout=10_000)
+    expect(viewer_frame(page).locator("#axial")).to_have_attribute("data-slice", str(n), timeout=10_000)
 
 
 def open_viewer_from_home(page, server):
     page.goto(server)
     expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=90_000)
     page.get_by_role("link", name=re.compile("Open the viewer")).click()
-    expect(viewer(page).locator("body[data-first-image='1']")).to_have_count(1, timeout=60_000)
+    expect(viewer_frame(page).locator("body[data-first-image='1']")).to_have_count(1, timeout=60_000)
 
 
 def record_traffic(page) -> dict:
@@ -73,22 +69,12 @@ def open_from_viewer(page, button: str, case: str | None = None):
     page.get_by_role("button", name=button).click()
 
 
-def image_point(page, i: float, j: float) -> tuple[float, float]:
-    """Page coordinates of the centre of voxel column i, row j in the axial view at the fitted zoom."""
-    f = viewer(page)
-    box = f.locator("#axial").bounding_box()
-    nx, ny, sx, sy, _ = (float(v) for v in f.locator("#axial").get_attribute("data-geometry").split(","))
-    s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
-    ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
-    return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
-
-
 def test_demo_stepping_window_level_and_no_traffic(page, server):
     traffic = record_traffic(page)
     open_viewer_from_home(page, server)
     body = page.locator("body").inner_text()
     assert "Patient's Name" not in body and "PatientName" not in body
-    f = viewer(page)
+    f = viewer_frame(page)
     expect(f.locator("body[data-layers*='manual contour']")).to_have_count(1, timeout=30_000)
     nz = int(f.locator("#axial").get_attribute("data-geometry").split(",")[4])
     f.locator("#axial").click()
@@ -101,7 +87,7 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     wait_slice(page, 1)
     page.keyboard.press("End")
     wait_slice(page, nz)
-    x, y = image_point(page, 100, 100)
+    x, y = axial_point(viewer_frame(page), 100, 100)
     page.mouse.move(x, y)
     page.mouse.wheel(0, 120)
     wait_slice(page, nz - 1)
@@ -161,7 +147,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     page.goto(server + "/Viewer")
     page.evaluate("() => { window.__sameDocument = 'yes'; }")
     open_from_viewer(page, "Open this case", "LUNG1-001.zip")
-    f = viewer(page)
+    f = viewer_frame(page)
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
     expect(f.locator("body[data-first-image='1']")).to_have_count(1, timeout=LONG)
     expect(f.locator("body[data-layers*='lung region']")).to_have_count(1, timeout=LONG)
@@ -176,7 +162,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
         page.keyboard.press("ArrowUp")
     wait_slice(page, k + 1)
     # HU under the cursor equals the CT value of that voxel
-    x, y = image_point(page, ii, jj)
+    x, y = axial_point(viewer_frame(page), ii, jj)
     page.mouse.move(x, y)
     expect(f.locator("#hu")).to_have_text(f"HU {int(vol.array[k, jj, ii])} at (x {ii}, y {jj})")
     # a click returns the voxel centre in LPS mm to Python, which shows it

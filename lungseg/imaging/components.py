@@ -44,15 +44,17 @@ class _ImageBuffer:
         self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
 
 
-def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
-    """The smallest box holding every set voxel of ``mask`` (grown by ``pad``), or None when empty."""
+def bounding_box(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every set voxel of ``mask``, grown by ``pad`` voxels (one number,
+    or one per axis) and cut to the array; None when the mask is empty."""
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         idx = np.flatnonzero(mask.any(axis=other))
         if idx.size == 0:
             return None
-        box.append(slice(max(0, int(idx[0]) - pad), min(mask.shape[axis], int(idx[-1]) + 1 + pad)))
+        box.append(slice(max(0, int(idx[0]) - pads[axis]), min(mask.shape[axis], int(idx[-1]) + 1 + pads[axis])))
     return tuple(box)
 
 
