@@ -161,6 +161,7 @@ class TumourPredictor:
         self.version = f"{path.stem}-{self.meta.get('version', 'dev')}"
         self.batch_size = batch_size
         self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
+        self.context = int(self.meta.get("context_slices", 0))  # 2.5D: neighbouring slices as channels
         self.candidate_filter = CandidateFilter.from_meta(self.meta)
 
     def tumour_probability(self, stack: SliceStack) -> np.ndarray:
@@ -192,8 +193,13 @@ class TumourPredictor:
         from lungseg.tumour.unet import crop_to_size, pad_to_multiple
 
         with torch.inference_mode():
-            for start in range(0, len(stack.images), batch_size):
-                batch = torch.from_numpy(stack.images[start : start + batch_size, None]).to(self.device)
+            n = len(stack.images)
+            for start in range(0, n, batch_size):
+                if self.context:  # the slice and its neighbours, the stack's end slices repeated
+                    rows = np.arange(start, min(start + batch_size, n))[:, None] + np.arange(-self.context, self.context + 1)
+                    batch = torch.from_numpy(stack.images[np.clip(rows, 0, n - 1)]).to(self.device)
+                else:
+                    batch = torch.from_numpy(stack.images[start : start + batch_size, None]).to(self.device)
                 batch, size = pad_to_multiple(batch, self.multiple, 0.0)
                 if amp:
                     batch = batch.contiguous(memory_format=torch.channels_last)
