@@ -11,11 +11,10 @@ mkdir -p "$OUT"
 fold() {
   name=$1; shift
   "$PYTHON" -m lungseg.tumour.fit "$PACK" --out "$OUT/$name" --budget-s "$BUDGET" --steps "$STEPS" \
-    --workers "${WORKERS:-3}" --threads 2 --batch-size "${BATCH:-32}" "$@" > "$OUT/$name.log" 2>&1 &
+    --workers "${WORKERS:-3}" --threads 2 --batch-size "${BATCH:-32}" ${EXTRA:-} "$@" > "$OUT/$name.log" 2>&1 &
 }
 fold loo-LUNG1-001 --hosts LUNG1-002 LUNG1-003 --variants "${FOLD_VARIANTS:-b16c1,b16c0,b24c1}"
 fold loo-LUNG1-002 --hosts LUNG1-001 LUNG1-003 --variants "${FOLD_VARIANTS:-b16c1,b16c0,b24c1}"
 fold loo-LUNG1-003 --hosts LUNG1-001 LUNG1-002 --variants "${FOLD_VARIANTS:-b16c1,b16c0,b24c1}"
 fold final --hosts LUNG1-001 LUNG1-002 LUNG1-003 --variants "${FINAL_VARIANTS:-b16c1,b24c1}"
-wait
-tail -n 3 "$OUT"/*.log
+wait; tail -n 3 "$OUT"/*.log

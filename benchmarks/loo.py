@@ -46,16 +46,18 @@ from lungseg.lungs import isolate
 from lungseg.metrics import evaluate_case
 from lungseg.tumour.placement import HostSites, place_nodules
 from lungseg.tumour.recipe import lidc_crops
-from lungseg.tumour.segment import CandidateFilter, PostProcess, TumourPredictor, candidates, kept_labels
+from lungseg.tumour.segment import CandidateContext, CandidateFilter, PostProcess, TumourPredictor, candidates, kept_labels
 
 SAME_PATIENT = {"LUNG1-002": ["ibsi-ct-phantom"]}
 PATIENTS = ["LUNG1-001", "LUNG1-002", "LUNG1-003"]
 PRIMARY = "GTV-1"
 NODULES_PER_COPY = 6
 MIN_NODULE_MM = 10.0
-GRID = {"min_peak_probability": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
-        "min_volume_ml": [0.0, 0.2, 0.4, 0.6, 1.0, 2.0],
-        "min_slices": [1, 2, 3]}
+GRID = {"min_peak_probability": [0.5, 0.9, 0.98],
+        "min_volume_ml": [0.0, 0.2, 0.5, 1.0, 2.0],
+        "min_slices": [1, 2, 3],
+        "min_ring_lung": [0.0, 0.3, 0.4, 0.5, 0.6],
+        "min_mean_hu": [-1024.0, -600.0, -450.0, -300.0]}
 
 
 def hits(labels: np.ndarray, rows: list[dict], references: dict[str, np.ndarray], min_share: float = 0.2) -> None:
@@ -96,7 +98,7 @@ def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0,
     t = time.perf_counter()
     lungs = isolate(ct)
     pred = predictor.predict(ct, lungs, raw)
-    labels, rows = candidates(pred.probability, lungs.lung_region, ct.voxel_volume_ml, raw.threshold)
+    labels, rows = candidates(pred.probability, lungs.lung_region, ct.voxel_volume_ml, raw.threshold, CandidateContext.of(ct, lungs))
     hits(labels, rows, gtvs)
     case = {"rows": rows, "labels": labels.astype(np.int32), "gtv": gtv_all, "gtvs": gtvs, "ct": ct,
             "seconds": time.perf_counter() - t}
@@ -112,7 +114,8 @@ def run_fold(model: Path, held: str, data: Path, val_crops: list, seed: int = 0,
         vol = ct.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
         lungs_c = with_new_hu(lungs, vol)
         p = predictor.predict(vol, lungs_c, raw)
-        lab, crows = candidates(p.probability, lungs_c.lung_region, vol.voxel_volume_ml, raw.threshold)
+        lab, crows = candidates(p.probability, lungs_c.lung_region, vol.voxel_volume_ml, raw.threshold,
+                                CandidateContext.of(vol, lungs_c))
         comp, _ = ndi.label(placed, structure=np.ones((3, 3, 3), bool))
         refs = {"gtv": gtv_all}
         nodules = []
@@ -135,7 +138,7 @@ def totalseg_rows(model: Path, data: Path) -> list[dict]:
     lungs = isolate(ct)
     raw = PostProcess(candidate_filter=None)
     pred = predictor.predict(ct, lungs, raw)
-    _, rows = candidates(pred.probability, lungs.lung_region, ct.voxel_volume_ml, raw.threshold)
+    _, rows = candidates(pred.probability, lungs.lung_region, ct.voxel_volume_ml, raw.threshold, CandidateContext.of(ct, lungs))
     for r in rows:
         r["hits"] = []
     return rows
@@ -167,8 +170,9 @@ def score_filter(folds: list[dict], f: CandidateFilter | None) -> dict:
 def calibrate(folds: list[dict]) -> tuple[CandidateFilter, dict]:
     """The filter that finds every primary, then maximises sensitivity − 0.25 × false positives per scan."""
     best = None
-    for peak, vol, sl in itertools.product(*GRID.values()):
-        f = CandidateFilter(peak, vol, sl)
+    for values in itertools.product(*GRID.values()):
+        f = CandidateFilter(**dict(zip(GRID, values)))
+        peak, vol, sl = values[:3]
         s = score_filter(folds, f)
         fp = (s["fp_lung1_per_scan"] + s["fp_per_nodule_scan"]) / 2
         key = (s["primaries_found"], round(s["sensitivity"] - 0.25 * fp, 6), -peak, -vol, -sl)

@@ -183,6 +183,11 @@ def main(argv=None):
     ap.add_argument("--variants", default="b16c1", help="comma-separated networks trained on the same batches, "
                     "e.g. b16c1,b32c1,b16c0 (base channels, context slices each side)")
     ap.add_argument("--crop", type=int, default=PasteParams.crop)
+    ap.add_argument("--paste-probability", type=float, default=PasteParams.paste_probability)
+    ap.add_argument("--max-pastes", type=int, default=PasteParams.max_pastes)
+    ap.add_argument("--large-share", type=float, default=PasteParams.large_share)
+    ap.add_argument("--gtv-slice-share", type=float, default=PasteParams.gtv_slice_share)
+    ap.add_argument("--region-grow-probability", type=float, default=PasteParams.region_grow_probability)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--budget-s", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -192,7 +197,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [Variant.parse(v) for v in args.variants.split(",")]
-    fit(args.pack, args.hosts, args.out, variants, args.steps, args.batch_size, args.lr, PasteParams(crop=args.crop),
+    fit(args.pack, args.hosts, args.out, variants, args.steps, args.batch_size, args.lr, PasteParams(
+        crop=args.crop, paste_probability=args.paste_probability, max_pastes=args.max_pastes, large_share=args.large_share,
+        gtv_slice_share=args.gtv_slice_share, region_grow_probability=args.region_grow_probability),
         args.seed, args.workers, args.budget_s, args.device, log=lambda m: print(m, flush=True))
 
 

@@ -36,8 +36,13 @@ def host_slices(host, in_plane_mm: float) -> HostSlices:
         m = mask[stack.slices][:, stack.box[0], stack.box[1]].astype(np.float32)
         return ndi.zoom(m, (1, *stack.zoom), order=1, prefilter=False) >= 0.5
 
+    from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
+
     image = np.rint(np.clip(stack.images, 0, 1) * 255).astype(np.uint8)
-    return HostSlices(host.case_id, image, grid(host.region), grid(host.lungs), stack.masks)
+    raw = normalise(host.hu[stack.slices][:, stack.box[0], stack.box[1]].astype(np.float32), MODEL_WINDOW)
+    raw = ndi.zoom(raw, (1, *stack.zoom), order=1, prefilter=False)
+    raw = np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
+    return HostSlices(host.case_id, image, grid(host.region), grid(host.lungs), stack.masks, raw)
 
 
 def build(data: Path, out: Path, hosts=PATIENTS, in_plane_mm: float = 1.5, min_nodule_mm: float = 3.0) -> dict:
@@ -50,7 +55,7 @@ def build(data: Path, out: Path, hosts=PATIENTS, in_plane_mm: float = 1.5, min_n
         host = load_host(data, name)
         spacing = spacing or host.spacing_zyx
         s = host_slices(host, in_plane_mm)
-        for key in ("image", "region", "lungs", "gtv"):
+        for key in ("image", "region", "lungs", "gtv", "raw"):
             arrays[f"host/{name}/{key}"] = getattr(s, key)
         info["hosts"].append({"name": name, "slices": len(s.image), "shape": list(s.image.shape[1:]),
                               "gtv_ml": float(host.lesions.sum() * np.prod(host.spacing_zyx) / 1000)})
@@ -76,7 +81,8 @@ def load(path: str | Path) -> tuple[dict[str, HostSlices], list[tuple[np.ndarray
     """(hosts by name, nodules as (normalised float image, mask), info) of a pack."""
     z = np.load(path)
     info = json.loads(str(z["info"]))
-    hosts = {h["name"]: HostSlices(h["name"], *(z[f"host/{h['name']}/{k}"] for k in ("image", "region", "lungs", "gtv")))
+    hosts = {h["name"]: HostSlices(h["name"], *(z[f"host/{h['name']}/{k}"] for k in ("image", "region", "lungs", "gtv")),
+                                   raw=z[f"host/{h['name']}/raw"] if f"host/{h['name']}/raw" in z else None)
              for h in info["hosts"]}
     image, mask, shapes = z["nodules/image"], z["nodules/mask"], z["nodules/shape"]
     nodules, at = [], 0

@@ -40,6 +40,10 @@ class PasteParams:
     intensity_scale: float = 0.05  # image * U(1 ± scale) + U(± shift) inside the lung region
     intensity_shift: float = 0.03
     noise_sigma: float = 0.015
+    # hard negatives: the lung region grown by up to this much (the isolation's own margin varies from
+    # scan to scan), so heart, great vessels and liver dome come into view as tissue that is not tumour
+    region_grow_probability: float = 0.5
+    region_grow_px: float = 10.0  # 15 mm at 1.5 mm pixels
 
 
 @dataclass
@@ -51,6 +55,7 @@ class HostSlices:
     region: np.ndarray  # bool, the lung region
     lungs: np.ndarray  # bool, the tight lungs (where sprites go)
     gtv: np.ndarray  # bool, the real tumours
+    raw: np.ndarray | None = None  # uint8, the same slices not isolated (for the grown regions)
 
     @property
     def gtv_slices(self) -> np.ndarray:
@@ -189,8 +194,12 @@ def make_sample(hosts: list[HostSlices], bank: dict[str, list[Sprite]], rng: np.
     ay, ax = np.unravel_index(int(rng.choice(anchors)), host.region[k].shape)
     h, w = host.region.shape[1:]
     y0, x0 = _window(h, size, int(ay), rng), _window(w, size, int(ax), rng)
-    image = _crop(host.image[idx], y0, x0, size).astype(np.float32) / 255.0
     region = _crop(host.region[k], y0, x0, size, False)
+    if host.raw is not None and rng.random() < params.region_grow_probability:
+        region = ndi.distance_transform_edt(~region) <= rng.uniform(1.0, params.region_grow_px)
+        image = _crop(host.raw[idx], y0, x0, size).astype(np.float32) / 255.0 * region
+    else:
+        image = _crop(host.image[idx], y0, x0, size).astype(np.float32) / 255.0
     lungs = _crop(host.lungs[k], y0, x0, size, False)
     target = _crop(host.gtv[k], y0, x0, size, False).copy()
     if rng.random() < params.paste_probability:

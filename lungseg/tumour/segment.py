@@ -83,15 +83,62 @@ class CandidateFilter:
     min_peak_probability: float = 0.5  # the highest U-Net probability inside the candidate
     min_volume_ml: float = 0.0
     min_slices: int = 1  # axial extent: one-slice responses are mostly vessels seen end-on
+    # share of a ring around the candidate (RING_MM, in-plane) that is lung parenchyma: a lesion of the
+    # lung is mostly surrounded by lung; heart, great vessels, liver dome and chest wall are not
+    min_ring_lung: float = 0.0
+    min_mean_hu: float = -1024.0  # ground-glass smudges of diseased lung are fainter than tumours
 
     def keeps(self, candidate: dict) -> bool:
         return (candidate["peak_probability"] >= self.min_peak_probability and candidate["volume_ml"] >= self.min_volume_ml
-                and candidate["slices"] >= self.min_slices)
+                and candidate["slices"] >= self.min_slices
+                and candidate.get("ring_lung", 1.0) >= self.min_ring_lung
+                and candidate.get("mean_hu", 0.0) >= self.min_mean_hu)
 
     @classmethod
     def from_meta(cls, meta: dict) -> "CandidateFilter | None":
         values = meta.get("candidate_filter")
         return cls(**values) if values else None
+
+
+RING_MM = 3.0
+
+
+@dataclass(frozen=True)
+class CandidateContext:
+    """What the candidate features beyond the probability need: the CT in HU and the tight lungs."""
+
+    hu: np.ndarray
+    lungs: np.ndarray  # bool, the lung parenchyma (LungResult.lungs)
+    spacing_zyx: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, ct: Volume, lungs) -> "CandidateContext | None":
+        tight = getattr(lungs, "lungs", None)
+        return cls(ct.array, tight, ct.spacing_zyx) if tight is not None else None
+
+
+def _ring_features(sub: np.ndarray, n: int, boxes, context: CandidateContext, offset) -> tuple[np.ndarray, np.ndarray]:
+    """(share of an in-plane ring of RING_MM around each component that is lung, mean HU) per label."""
+    ry = max(1, int(round(RING_MM / context.spacing_zyx[1])))
+    rx = max(1, int(round(RING_MM / context.spacing_zyx[2])))
+    yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    disk = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
+    ring = np.zeros(n + 1)
+    hu = np.zeros(n + 1)
+    shape = context.lungs.shape
+    for i, b in enumerate(boxes, start=1):
+        grown = tuple(slice(max(o + s.start - r, 0), min(o + s.stop + r, size))
+                      for o, s, r, size in zip(offset, b, (0, ry, rx), shape))
+        local = tuple(slice(g.start - o, g.stop - o) for g, o in zip(grown, offset))
+        m = np.zeros(tuple(g.stop - g.start for g in grown), bool)
+        inner = tuple(slice(max(l.start, 0), l.stop) for l in local)
+        sub_part = sub[inner] == i
+        place = tuple(slice(a.start - l.start, a.start - l.start + p) for a, l, p in zip(inner, local, sub_part.shape))
+        m[place] = sub_part
+        shell = ndi.binary_dilation(m, disk) & ~m
+        ring[i] = context.lungs[grown][shell].mean() if shell.any() else 0.0
+        hu[i] = context.hu[grown][m].mean()
+    return ring, hu
 
 
 @dataclass(frozen=True)
@@ -227,14 +274,14 @@ class TumourPredictor:
             t2 = t1
         if post.candidate_filter == "model":
             post = replace(post, candidate_filter=self.candidate_filter)
-        mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post)
+        mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post, CandidateContext.of(ct, lungs))
         t3 = time.perf_counter()
         n = len(stack.slices)
         return Prediction(mask, probability, {"prepare": t1 - t0, "unet": t2 - t1, "postprocess": t3 - t2},
                           n / max(t2 - t1, 1e-9))
 
 
-def _candidates_in_box(probability, region, voxel_ml, threshold):
+def _candidates_in_box(probability, region, voxel_ml, threshold, context: CandidateContext | None = None):
     """(box, labels inside the box, rows) of the thresholded 3D components (26-connected)."""
     mask = probability >= threshold
     if not mask.any():
@@ -250,18 +297,26 @@ def _candidates_in_box(probability, region, voxel_ml, threshold):
     peaks = np.zeros(n + 1)
     np.maximum.at(peaks, lab, prob)
     rows = []
-    for i, sl in enumerate(component_boxes(sub, n), start=1):
+    boxes = component_boxes(sub, n)
+    for i, sl in enumerate(boxes, start=1):
         rows.append({"label": i, "volume_ml": float(sizes[i] * voxel_ml), "inside_region": float(inside[i] / sizes[i]),
                      "peak_probability": float(peaks[i]), "mean_probability": float(sums[i] / sizes[i]),
                      "slices": int(sl[0].stop - sl[0].start)})
+    if context is not None:
+        ring, hu = _ring_features(sub, n, boxes, context, tuple(b.start for b in box))
+        for i, row in enumerate(rows, start=1):
+            row["ring_lung"] = float(ring[i])
+            row["mean_hu"] = float(hu[i])
     return box, sub, rows
 
 
-def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5) -> tuple[np.ndarray, list[dict]]:
+def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5,
+               context: CandidateContext | None = None) -> tuple[np.ndarray, list[dict]]:
     """Label image of the thresholded 3D components (26-connected) and one feature row per label
-    (volume, share inside the lung region, peak and mean probability, axial extent in slices)."""
+    (volume, share inside the lung region, peak and mean probability, axial extent in slices; with a
+    ``context``, also the share of lung in a ring around it and its mean HU)."""
     labels = np.zeros(probability.shape, np.int32)
-    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, threshold)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, threshold, context)
     if box is not None:
         labels[box] = sub
     return labels, rows
@@ -277,11 +332,14 @@ def kept_labels(rows: list[dict], post: PostProcess = PostProcess()) -> list[int
     return [r["label"] for r in keep]
 
 
-def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess()) -> np.ndarray:
+def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess(),
+                context: CandidateContext | None = None) -> np.ndarray:
     """Threshold, then drop components under ``min_volume_ml``, mostly outside the lung region, or
     rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
     out = np.zeros(probability.shape, bool)
-    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold)
+    fp = post.candidate_filter if isinstance(post.candidate_filter, CandidateFilter) else None
+    needs_context = fp is not None and (fp.min_ring_lung > 0 or fp.min_mean_hu > -1024)
+    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold, context if needs_context else None)
     keep = kept_labels(rows, post)
     if keep:
         lut = np.zeros(len(rows) + 1, bool)
