@@ -7,8 +7,10 @@ One command reproduces every figure of the model card's automatic-model section:
 Folds may be evaluated in parallel first (`--folds LUNG1-001 --evaluate-only`, one process each); the
 last call without `--evaluate-only` reads their cached candidates and writes the summary.
 
-Each fold trains (``--train``, or when its model is missing) the recipe of
-:mod:`lungseg.tumour.recipe` on the two other LUNG1 patients with train-side LIDC nodules placed
+The fold models of the shipped model (``real-lesions-2``) come from ``benchmarks/fit_loo_gpu.sh``
+(``RUNS/VARIANT/loo-PATIENT/model.pt``; pass ``--runs RUNS/VARIANT``).  Without them, each fold trains
+(``--train``, or when its model is missing) the older CPU recipe of :mod:`lungseg.tumour.recipe`
+(``real-lesions-1``) on the two other LUNG1 patients with train-side LIDC nodules placed
 into their lungs (LUNG1-002 and the IBSI phantom are one patient, held out together), then
 measures on the held-out patient:
 
@@ -53,11 +55,13 @@ PATIENTS = ["LUNG1-001", "LUNG1-002", "LUNG1-003"]
 PRIMARY = "GTV-1"
 NODULES_PER_COPY = 6
 MIN_NODULE_MM = 10.0
-GRID = {"min_peak_probability": [0.5, 0.9, 0.98],
-        "min_volume_ml": [0.0, 0.2, 0.5, 1.0, 2.0],
+GRID = {"min_peak_probability": [0.5],
+        "min_volume_ml": [0.0, 0.3, 0.5, 1.0, 2.0],
         "min_slices": [1, 2, 3],
-        "min_ring_lung": [0.0, 0.3, 0.4, 0.5, 0.6],
-        "min_mean_hu": [-1024.0, -600.0, -450.0, -300.0]}
+        "min_ring_lung": [0.0, 0.4, 0.5, 0.6, 0.7],
+        "min_mean_hu": [-1024.0, -450.0, -300.0],
+        "max_mean_hu": [3071.0, 50.0, 20.0],
+        "min_mean_probability": [0.0, 0.85, 0.88]}
 
 
 def hits(labels: np.ndarray, rows: list[dict], references: dict[str, np.ndarray], min_share: float = 0.2) -> None:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lungseg.tumour.placement import HostSites, PlacementParams, place_nodules, resample_crop
-from lungseg.tumour.segment import CandidateFilter, PostProcess, candidates, kept_labels, postprocess
+from lungseg.tumour.segment import (CandidateContext, CandidateFilter, PostProcess, candidates, kept_labels,
+                                    postprocess)
 
 
 def _probability_map():
@@ -36,6 +37,38 @@ def test_candidate_filter_drops_hesitant_and_one_slice_candidates():
     assert kept.sum() == 4 * 49 and kept[3, 8, 8]
     # "model" without a loaded model means no filter at all
     assert postprocess(prob, region, 0.01, PostProcess(min_volume_ml=0.0)).sum() == unfiltered.sum()
+
+
+def test_ring_of_lung_and_mean_hu_separate_a_lung_lesion_from_mediastinal_tissue():
+    """A lesion surrounded by lung keeps a ring of lung around it; a blob in the mediastinum does not;
+    a contrast-dense one is denser than a tumour (ring width and HU in physical units)."""
+    shape = (8, 60, 80)
+    hu = np.full(shape, 40, np.int16)  # soft tissue everywhere ...
+    lungs = np.zeros(shape, bool)
+    lungs[:, 5:55, 5:35] = True  # ... but one lung
+    hu[lungs] = -850
+    prob = np.zeros(shape, np.float32)
+    prob[2:6, 25:33, 15:23] = 0.95  # inside the lung
+    hu[2:6, 25:33, 15:23] = 20
+    lungs[2:6, 25:33, 15:23] = True  # the tight lungs hold an interior nodule (holes filled)
+    prob[2:6, 25:33, 55:63] = 0.95  # mediastinum
+    prob[2:6, 40:48, 55:63] = 0.95  # mediastinum, contrast-filled vessel
+    hu[2:6, 40:48, 55:63] = 220
+    context = CandidateContext(hu, lungs, (3.0, 0.8, 0.8))
+    labels, rows = candidates(prob, np.ones(shape, bool), 0.002, context=context)
+    by_x = {int(np.nonzero(labels == r["label"])[2].min()): r for r in rows}
+    inside = by_x[15]
+    mediastinal = [r for r in rows if r is not inside]
+    assert len(rows) == 3 and len(mediastinal) == 2
+    assert inside["ring_lung"] > 0.95 and inside["mean_hu"] == pytest.approx(20)
+    assert all(r["ring_lung"] == 0.0 for r in mediastinal)
+    assert sorted(r["mean_hu"] for r in rows) == pytest.approx([20, 40, 220])
+    f = CandidateFilter(min_ring_lung=0.5, max_mean_hu=100.0)
+    kept = postprocess(prob, np.ones(shape, bool), 0.002, PostProcess(min_volume_ml=0.0, candidate_filter=f), context)
+    assert kept[3, 28, 18] and not kept[3, 28, 58] and not kept[3, 44, 58]
+    assert CandidateFilter.from_meta({"candidate_filter": f.__dict__}) == f
+    # without the CT and lungs the ring rule cannot be judged, and keeps the candidate
+    assert postprocess(prob, np.ones(shape, bool), 0.002, PostProcess(min_volume_ml=0.0, candidate_filter=f)).sum() == (prob > 0.5).sum()
 
 
 def test_candidate_filter_volume_rule_and_meta_round_trip():

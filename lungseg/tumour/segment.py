@@ -87,12 +87,19 @@ class CandidateFilter:
     # lung is mostly surrounded by lung; heart, great vessels, liver dome and chest wall are not
     min_ring_lung: float = 0.0
     min_mean_hu: float = -1024.0  # ground-glass smudges of diseased lung are fainter than tumours
+    max_mean_hu: float = 3071.0  # contrast-filled vessels and heart chambers are denser than tumours
+    min_mean_probability: float = 0.0
 
     def keeps(self, candidate: dict) -> bool:
         return (candidate["peak_probability"] >= self.min_peak_probability and candidate["volume_ml"] >= self.min_volume_ml
                 and candidate["slices"] >= self.min_slices
+                and candidate.get("mean_probability", 1.0) >= self.min_mean_probability
                 and candidate.get("ring_lung", 1.0) >= self.min_ring_lung
-                and candidate.get("mean_hu", 0.0) >= self.min_mean_hu)
+                and self.min_mean_hu <= candidate.get("mean_hu", 0.0) <= self.max_mean_hu)
+
+    @property
+    def needs_context(self) -> bool:
+        return self.min_ring_lung > 0 or self.min_mean_hu > -1024 or self.max_mean_hu < 3071
 
     @classmethod
     def from_meta(cls, meta: dict) -> "CandidateFilter | None":
@@ -338,7 +345,7 @@ def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, po
     rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
     out = np.zeros(probability.shape, bool)
     fp = post.candidate_filter if isinstance(post.candidate_filter, CandidateFilter) else None
-    needs_context = fp is not None and (fp.min_ring_lung > 0 or fp.min_mean_hu > -1024)
+    needs_context = fp is not None and fp.needs_context
     box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold, context if needs_context else None)
     keep = kept_labels(rows, post)
     if keep:
