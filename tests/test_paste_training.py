@@ -107,3 +107,28 @@ def test_trained_2p5d_model_runs_in_the_segment_path(tmp_path):
     assert probability.shape == stack.images.shape and np.isfinite(probability).all()
     prediction = predictor.predict(volume, lungs, PostProcess(candidate_filter=None))
     assert prediction.probability.shape == hu.shape
+
+
+def test_training_pack_from_real_data_holds_train_side_nodules_only(data_dir, tmp_path, monkeypatch):
+    """The pack a GPU trains from: one real host on the model grid, and only train-side LIDC patients."""
+    from lungseg.lesion.lidc import read_split
+    from lungseg.tumour import pack as packing
+
+    monkeypatch.setenv("LUNGSEG_TRAIN_CACHE", str(tmp_path / "cache"))
+    info = packing.build(data_dir, tmp_path / "pack.npz", hosts=["LUNG1-003"])
+    hosts, nodules, read_info = packing.load(tmp_path / "pack.npz")
+    assert read_info == info and list(hosts) == ["LUNG1-003"]
+    host = hosts["LUNG1-003"]
+    assert host.image.shape == host.region.shape == host.lungs.shape == host.gtv.shape == host.raw.shape
+    # isolated: air outside the lung region (one pixel of interpolation at its edge)
+    near = ndi.binary_dilation(host.region, structure=np.ones((1, 3, 3), bool))
+    assert host.image.dtype == np.uint8 and not host.image[~near].any() and host.raw[~near].any()
+    gtv_ml = host.gtv.sum() * 3.0 * 1.5 * 1.5 / 1000
+    # GTV-1 and GTV-3 (34.7 + 8.7 ml); GTV-2 (38.6 ml, slices 78-91) lies wholly above the lung region,
+    # where the seed's pipeline sets everything to air: no lung-isolated model can contour it
+    assert gtv_ml == pytest.approx(43.4, rel=0.05)
+    split = read_split()
+    patients = set(np.load(tmp_path / "pack.npz")["nodules/patient"].tolist())
+    assert patients and all(split[p] == "train" for p in patients)
+    assert len(nodules) == info["nodules"] >= 700
+    assert all(m.any() for _, m in nodules)

@@ -70,6 +70,7 @@ def build(data: Path, out: Path, hosts=PATIENTS, in_plane_mm: float = 1.5, min_n
     arrays["nodules/image"] = np.concatenate(images)
     arrays["nodules/mask"] = np.concatenate(masks)
     arrays["nodules/shape"] = np.array(shapes, np.int32)
+    arrays["nodules/patient"] = np.array(patients)
     info.update(nodule_spacing_zyx=list(target), nodules=len(crops), nodule_patients=len(set(patients)))
     arrays["info"] = np.array(json.dumps(info))
     out.parent.mkdir(parents=True, exist_ok=True)
