@@ -7,13 +7,13 @@ the history stored in its meta; an "epoch" is steps / 60, as in training.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 from _common import REPO  # noqa: F401  (puts the repo on sys.path)
 
+from lungseg.tumour.fit import learning_rate, warmup_steps
 from lungseg.tumour.losses import LossSchedule
 from lungseg.tumour.train import History, plot_history
 
@@ -22,12 +22,11 @@ def history_of(meta: dict) -> History:
     fit, h = meta["fit"], meta["history"]
     steps, epochs, lr = fit["steps"], fit["epochs"], fit["lr"]
     schedule = LossSchedule(**fit["loss_schedule"])
-    warmup = min(200, steps // 10)
+    warmup = warmup_steps(steps)
     out = History()
     for step, loss, dice in zip(h["step"], h["loss"], h["dice"]):
         epoch = (step - 1) * epochs // steps
-        rate = lr * step / warmup if step < warmup else \
-            lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+        rate = learning_rate(step - 1, steps, lr, warmup)  # the rate of the step that ended the record
         dw, bw = schedule.weights(epoch)
         out.append(epoch=round(step * epochs / steps, 2), loss=loss, val_loss=None, dice=dice, val_dice=None, lr=rate,
                    dice_weight=dw, bce_weight=bw, seconds=0.0)

@@ -48,6 +48,17 @@ class PastedSamples(Dataset):
         return torch.from_numpy(image), torch.from_numpy(target[None].astype(np.float32))
 
 
+def learning_rate(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 1 % of ``lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+
+
+def warmup_steps(steps: int) -> int:
+    return min(200, steps // 10)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One network trained on the shared batches: width and 2.5D context."""
@@ -100,7 +111,7 @@ def fit(pack: str, hosts: list[str], out: str, variants: list[Variant] = (Varian
     loader = DataLoader(PastedSamples(chosen, bank, params, seed, steps * batch_size), batch_size=batch_size,
                         num_workers=workers, pin_memory=cuda, drop_last=True, persistent_workers=workers > 0,
                         prefetch_factor=4 if workers else None)
-    warmup = min(200, steps // 10)
+    warmup = warmup_steps(steps)
     started = time.perf_counter()
     count = step = 0
     rate = lr
@@ -112,11 +123,10 @@ def fit(pack: str, hosts: list[str], out: str, variants: list[Variant] = (Varian
         if step == 100 and budget_s:  # timed after the first 50 steps (worker start, cuDNN autotuning)
             per_step = (time.perf_counter() - at_50) / 50
             steps = min(steps, max(200, int((budget_s - (time.perf_counter() - t0)) / per_step) + 100))
-            warmup = min(warmup, steps // 10)
+            warmup = min(warmup, warmup_steps(steps))
             log(f"{per_step * 1000:.0f} ms per step: {steps} steps in the budget")
         epoch = step * EPOCHS // steps
-        rate = lr * (step + 1) / warmup if step < warmup else \
-            lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+        rate = learning_rate(step, steps, lr, warmup)
         images = images.to(dev, non_blocking=True)
         targets = targets.to(dev, non_blocking=True)
         images, targets = augment_batch(images, targets, augmentation, generator)
