@@ -63,6 +63,13 @@ def app_server(env: dict | None = None, timeout: float = 60.0):
         log.close()
 
 
+def app_env(work_dir: Path, data_dir: Path, **extra: str) -> dict:
+    """Settings of an app server with its own result cache and database in ``work_dir``, opening cases
+    from ``data_dir``."""
+    return {"LUNGSEG_APP_CACHE": str(work_dir / "cache"), "LUNGSEG_DB": str(work_dir / "lungseg.db"),
+            "LUNGSEG_DATA": str(data_dir), **extra}
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
+from browser_harness import app_env, app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -18,8 +18,7 @@ LONG = 240_000  # a cold LUNG1-001 open on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("click-app")
-    env = {"LUNGSEG_APP_CACHE": str(d / "cache"), "LUNGSEG_DB": str(d / "lungseg.db"), "LUNGSEG_DATA": str(data_dir)}
+    env = app_env(tmp_path_factory.mktemp("click-app"), data_dir)
     with app_server(env=env) as (url, _):
         yield url, env
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_harness import app_server, launch_chromium
+from browser_harness import app_env, app_server, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -35,8 +35,7 @@ def settle(page):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("review-app")
-    env = {"LUNGSEG_APP_CACHE": str(d / "cache"), "LUNGSEG_DB": str(d / "lungseg.db"), "LUNGSEG_DATA": str(data_dir)}
+    env = app_env(tmp_path_factory.mktemp("review-app"), data_dir)
     with app_server(env=env) as (url, proc):
         yield url, env
 

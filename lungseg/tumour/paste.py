@@ -92,8 +92,7 @@ def gtv_sprites(host: HostSlices) -> list[Sprite]:
     lab, n = ndi.label(host.gtv, structure=np.ones((3, 3, 3), bool))
     out = []
     for i, box in enumerate(ndi.find_objects(lab), start=1):
-        box = tuple(slice(max(b.start - 1, 0) if k == 0 else max(b.start - 3, 0), b.stop + (1 if k == 0 else 3))
-                    for k, b in enumerate(box))
+        box = tuple(slice(max(b.start - pad, 0), b.stop + pad) for b, pad in zip(box, (1, 3, 3)))
         mask = lab[box] == i
         out.append(Sprite(host.image[box].astype(np.float32) / 255.0, mask & host.region[box], "gtv"))
     return [s for s in out if s.mask.any()]

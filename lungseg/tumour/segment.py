@@ -124,28 +124,25 @@ class CandidateContext:
         return cls(ct.array, tight, ct.spacing_zyx) if tight is not None else None
 
 
-def _ring_features(sub: np.ndarray, n: int, boxes, context: CandidateContext, offset) -> tuple[np.ndarray, np.ndarray]:
-    """(share of an in-plane ring of RING_MM around each component that is lung, mean HU) per label."""
+def _ring_features(sub: np.ndarray, boxes, box, context: CandidateContext, labels) -> dict[int, tuple[float, float]]:
+    """{label: (share of an in-plane ring of RING_MM around the component that is lung, mean HU)} for
+    ``labels``; ``sub`` holds the labels inside ``box`` of the scan, ``boxes`` their boxes in ``sub``."""
     ry = max(1, int(round(RING_MM / context.spacing_zyx[1])))
     rx = max(1, int(round(RING_MM / context.spacing_zyx[2])))
     yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
     disk = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
-    ring = np.zeros(n + 1)
-    hu = np.zeros(n + 1)
-    shape = context.lungs.shape
-    for i, b in enumerate(boxes, start=1):
-        grown = tuple(slice(max(o + s.start - r, 0), min(o + s.stop + r, size))
-                      for o, s, r, size in zip(offset, b, (0, ry, rx), shape))
-        local = tuple(slice(g.start - o, g.stop - o) for g, o in zip(grown, offset))
-        m = np.zeros(tuple(g.stop - g.start for g in grown), bool)
-        inner = tuple(slice(max(l.start, 0), l.stop) for l in local)
-        sub_part = sub[inner] == i
-        place = tuple(slice(a.start - l.start, a.start - l.start + p) for a, l, p in zip(inner, local, sub_part.shape))
-        m[place] = sub_part
+    features = {}
+    for i in labels:
+        b = boxes[i - 1]
+        # the component's box in the scan, grown in-plane by the ring and clipped to the scan
+        window = tuple(slice(max(o.start + c.start - r, 0), min(o.start + c.stop + r, size))
+                       for o, c, r, size in zip(box, b, (0, ry, rx), context.lungs.shape))
+        m = np.zeros(tuple(w.stop - w.start for w in window), bool)
+        inner = tuple(slice(o.start + c.start - w.start, o.start + c.stop - w.start) for o, c, w in zip(box, b, window))
+        m[inner] = sub[b] == i
         shell = ndi.binary_dilation(m, disk) & ~m
-        ring[i] = context.lungs[grown][shell].mean() if shell.any() else 0.0
-        hu[i] = context.hu[grown][m].mean()
-    return ring, hu
+        features[i] = (float(context.lungs[window][shell].mean()) if shell.any() else 0.0, float(context.hu[window][m].mean()))
+    return features
 
 
 @dataclass(frozen=True)
@@ -289,10 +286,11 @@ class TumourPredictor:
 
 
 def _candidates_in_box(probability, region, voxel_ml, threshold, context: CandidateContext | None = None):
-    """(box, labels inside the box, rows) of the thresholded 3D components (26-connected)."""
+    """(box, labels inside the box, rows, the labels' boxes inside it) of the thresholded 3D components
+    (26-connected)."""
     mask = probability >= threshold
     if not mask.any():
-        return None, None, []
+        return None, None, [], []
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
     sub, n = label_components(mask[box], corners=True)
     inner = mask[box]
@@ -310,11 +308,14 @@ def _candidates_in_box(probability, region, voxel_ml, threshold, context: Candid
                      "peak_probability": float(peaks[i]), "mean_probability": float(sums[i] / sizes[i]),
                      "slices": int(sl[0].stop - sl[0].start)})
     if context is not None:
-        ring, hu = _ring_features(sub, n, boxes, context, tuple(b.start for b in box))
-        for i, row in enumerate(rows, start=1):
-            row["ring_lung"] = float(ring[i])
-            row["mean_hu"] = float(hu[i])
-    return box, sub, rows
+        _add_context_features(rows, sub, boxes, box, context, [r["label"] for r in rows])
+    return box, sub, rows, boxes
+
+
+def _add_context_features(rows, sub, boxes, box, context: CandidateContext, labels) -> None:
+    for i, (ring, hu) in _ring_features(sub, boxes, box, context, labels).items():
+        rows[i - 1]["ring_lung"] = ring
+        rows[i - 1]["mean_hu"] = hu
 
 
 def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5,
@@ -323,7 +324,7 @@ def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, thr
     (volume, share inside the lung region, peak and mean probability, axial extent in slices; with a
     ``context``, also the share of lung in a ring around it and its mean HU)."""
     labels = np.zeros(probability.shape, np.int32)
-    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, threshold, context)
+    box, sub, rows, _ = _candidates_in_box(probability, region, voxel_ml, threshold, context)
     if box is not None:
         labels[box] = sub
     return labels, rows
@@ -344,10 +345,12 @@ def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, po
     """Threshold, then drop components under ``min_volume_ml``, mostly outside the lung region, or
     rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
     out = np.zeros(probability.shape, bool)
+    box, sub, rows, boxes = _candidates_in_box(probability, region, voxel_ml, post.threshold)
+    keep = kept_labels(rows, post)  # rules without the ring and HU features (a missing feature passes)
     fp = post.candidate_filter if isinstance(post.candidate_filter, CandidateFilter) else None
-    needs_context = fp is not None and fp.needs_context
-    box, sub, rows = _candidates_in_box(probability, region, voxel_ml, post.threshold, context if needs_context else None)
-    keep = kept_labels(rows, post)
+    if keep and context is not None and fp is not None and fp.needs_context:
+        _add_context_features(rows, sub, boxes, box, context, keep)  # only for the candidates still in
+        keep = kept_labels(rows, post)
     if keep:
         lut = np.zeros(len(rows) + 1, bool)
         lut[keep] = True
