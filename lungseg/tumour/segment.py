@@ -89,11 +89,17 @@ class CandidateFilter:
     min_mean_hu: float = -1024.0  # ground-glass smudges of diseased lung are fainter than tumours
     max_mean_hu: float = 3071.0  # contrast-filled vessels and heart chambers are denser than tumours
     min_mean_probability: float = 0.0
+    # the second stage's lesion probability (lungseg.tumour.fpr), for models that ship a classifier
+    min_lesion_score: float = 0.0
+    # candidates this large skip the classifier: its 48 mm patch sees only part of them, and it learnt
+    # from only three lesions of that size (the primaries); the rules above still apply
+    scored_below_ml: float = 30.0
 
     def keeps(self, candidate: dict) -> bool:
         return (candidate["peak_probability"] >= self.min_peak_probability and candidate["volume_ml"] >= self.min_volume_ml
                 and candidate["slices"] >= self.min_slices
                 and candidate.get("mean_probability", 1.0) >= self.min_mean_probability
+                and (candidate["volume_ml"] >= self.scored_below_ml or candidate.get("lesion_score", 1.0) >= self.min_lesion_score)
                 and candidate.get("ring_lung", 1.0) >= self.min_ring_lung
                 and self.min_mean_hu <= candidate.get("mean_hu", 0.0) <= self.max_mean_hu)
 
@@ -214,6 +220,12 @@ class TumourPredictor:
         self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
         self.context = int(self.meta.get("context_slices", 0))  # 2.5D: neighbouring slices as channels
         self.candidate_filter = CandidateFilter.from_meta(self.meta)
+        self.scorer = None  # the second stage, when the weights ship one
+        classifier = torch.load(path, map_location="cpu", weights_only=True).get("candidate_classifier")
+        if classifier is not None:
+            from lungseg.tumour.fpr import CandidateScorer
+
+            self.scorer = CandidateScorer.from_payload(classifier)
 
     def tumour_probability(self, stack: SliceStack) -> np.ndarray:
         """Sigmoid output on the model grid, [n, h, w] float32."""
@@ -278,7 +290,7 @@ class TumourPredictor:
             t2 = t1
         if post.candidate_filter == "model":
             post = replace(post, candidate_filter=self.candidate_filter)
-        mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post, CandidateContext.of(ct, lungs))
+        mask = postprocess(probability, lungs.lung_region, ct.voxel_volume_ml, post, CandidateContext.of(ct, lungs), self.scorer)
         t3 = time.perf_counter()
         n = len(stack.slices)
         return Prediction(mask, probability, {"prepare": t1 - t0, "unet": t2 - t1, "postprocess": t3 - t2},
@@ -318,6 +330,16 @@ def _add_context_features(rows, sub, boxes, box, context: CandidateContext, labe
         rows[i - 1]["mean_hu"] = hu
 
 
+def _add_lesion_scores(rows, probability, sub, boxes, box, context: CandidateContext, scorer, labels) -> None:
+    from lungseg.tumour.fpr import candidate_patches, feature_vector
+
+    patches = candidate_patches(context.hu, probability, sub, box, boxes, context.spacing_zyx, labels)
+    order = list(patches)
+    scores = scorer.score(np.stack([patches[i] for i in order]), np.stack([feature_vector(rows[i - 1]) for i in order]))
+    for i, score in zip(order, scores):
+        rows[i - 1]["lesion_score"] = float(score)
+
+
 def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5,
                context: CandidateContext | None = None) -> tuple[np.ndarray, list[dict]]:
     """Label image of the thresholded 3D components (26-connected) and one feature row per label
@@ -341,15 +363,22 @@ def kept_labels(rows: list[dict], post: PostProcess = PostProcess()) -> list[int
 
 
 def postprocess(probability: np.ndarray, region: np.ndarray, voxel_ml: float, post: PostProcess = PostProcess(),
-                context: CandidateContext | None = None) -> np.ndarray:
+                context: CandidateContext | None = None, scorer=None) -> np.ndarray:
     """Threshold, then drop components under ``min_volume_ml``, mostly outside the lung region, or
-    rejected by the candidate filter (``post.candidate_filter``; "model" here means none)."""
+    rejected by the candidate filter (``post.candidate_filter``; "model" here means none).  The
+    classifier ``scorer`` (:class:`lungseg.tumour.fpr.CandidateScorer`) scores only the candidates
+    that every cheaper rule keeps."""
     out = np.zeros(probability.shape, bool)
     box, sub, rows, boxes = _candidates_in_box(probability, region, voxel_ml, post.threshold)
     keep = kept_labels(rows, post)  # rules without the ring and HU features (a missing feature passes)
     fp = post.candidate_filter if isinstance(post.candidate_filter, CandidateFilter) else None
     if keep and context is not None and fp is not None and fp.needs_context:
         _add_context_features(rows, sub, boxes, box, context, keep)  # only for the candidates still in
+        keep = kept_labels(rows, post)
+    if keep and context is not None and scorer is not None and fp is not None and fp.min_lesion_score > 0:
+        small = [i for i in keep if rows[i - 1]["volume_ml"] < fp.scored_below_ml]
+        if small:
+            _add_lesion_scores(rows, probability, sub, boxes, box, context, scorer, small)
         keep = kept_labels(rows, post)
     if keep:
         lut = np.zeros(len(rows) + 1, bool)
