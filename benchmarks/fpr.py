@@ -1,6 +1,7 @@
 """Train the second stage (:mod:`lungseg.tumour.fpr`) of the automatic model, leave-one-patient-out.
 
-    python benchmarks/fpr.py mine  --runs RUNS/b16c1      # candidates of every fold model on its held-out scan
+    python benchmarks/fpr.py mine  --runs RUNS/b16c1 --nodules 150 --seed 1              # candidates of every fold
+    python benchmarks/fpr.py mine  --runs RUNS/b16c1 --nodules 300 --seed 2 --tag=-2     # model on its held-out scan
     python benchmarks/fpr.py train --runs RUNS/b16c1      # one classifier per fold, and a final one
     python benchmarks/loo.py --runs RUNS/b16c1 --classifier --final models/lungseg_unet.pt
 
@@ -92,9 +93,9 @@ def main():
     ap.add_argument("--runs", required=True)
     ap.add_argument("--folds", nargs="*", default=PATIENTS)
     ap.add_argument("--nodules", type=int, default=120, help="train-side nodules placed per fold (6 per copy)")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--tag", default="", help="mine: suffix of the output file (mined.npz, mined-TAG.npz: every one is used)")
+    ap.add_argument("--tag", default="", help="mine: the output is mined{TAG}.npz (for example --tag=-2); train uses every mined*.npz")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.step == "mine":

@@ -30,6 +30,23 @@ def test_model_is_small_and_loads_safely():
     assert {"state_dict", "meta"} <= set(payload)
     assert payload["meta"]["architecture"]["depth"] >= 3
     assert payload["meta"]["candidate_filter"]["min_peak_probability"] >= 0.5
+    # the second stage (lesion classifier on patches around small candidates) ships in the same file
+    assert payload["meta"]["candidate_filter"]["min_lesion_score"] > 0.5
+    assert "candidate_classifier" in payload
+
+
+def test_shipped_second_stage_matches_the_code_that_feeds_it(predictor):
+    """A classifier trained on other patches or features than the code builds would score noise."""
+    import torch
+
+    from lungseg.tumour.fpr import FEATURES, PATCH_MM, PATCH_SHAPE
+
+    assert predictor.scorer is not None, "the shipped weights carry the lesion classifier"
+    shipped = torch.load(DEFAULT_MODEL, weights_only=True)["candidate_classifier"]
+    assert tuple(shipped["patch_shape"]) == PATCH_SHAPE
+    assert tuple(shipped["patch_mm"]) == PATCH_MM
+    assert tuple(shipped["features"]) == FEATURES
+    assert predictor.candidate_filter.min_lesion_score > 0.5  # read from the weights' meta
 
 
 def test_segment_finds_the_tumour_on_a_training_case(load_case, isolated_case, predictor):
