@@ -64,8 +64,9 @@ def load_samples(runs: Path, folds: list[str]) -> dict[str, np.ndarray]:
 def train(args) -> None:
     runs = Path(args.runs)
     torch.set_num_threads(args.threads)
-    targets = [(p, [q for q in PATIENTS if q != p], runs / f"loo-{p}" / "classifier.pt") for p in args.folds]
-    targets.append(("final", PATIENTS, runs / "classifier.pt"))
+    filename = f"{args.name}.pt"
+    targets = [(p, [q for q in PATIENTS if q != p], runs / f"loo-{p}" / filename) for p in args.folds]
+    targets.append(("final", PATIENTS, runs / filename))
     summary = {}
     for name, folds, out in targets:
         s = load_samples(runs, folds)
@@ -83,7 +84,7 @@ def train(args) -> None:
                 if sel.any():
                     print(f"  held-out {name} {label}: n={int(sel.sum())}, median score {np.median(score[sel]):.3f}, "
                           f"share >= 0.5: {(score[sel] >= 0.5).mean():.2f}", flush=True)
-    (runs / "classifier_training.json").write_text(json.dumps(summary, indent=1))
+    (runs / f"{args.name}_training.json").write_text(json.dumps(summary, indent=1))
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 
@@ -97,6 +98,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="mine: the output is mined{TAG}.npz (for example --tag=-2); train uses every mined*.npz")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="classifier", help="train: writes RUNS/loo-P/NAME.pt and RUNS/NAME.pt")
     args = ap.parse_args()
     if args.step == "mine":
         torch.set_num_threads(1)

@@ -216,8 +216,10 @@ def calibrate(folds: list[dict], grid: dict = GRID) -> tuple[CandidateFilter, di
     return best[1], best[2]
 
 
-def load_scorer(path: Path) -> CandidateScorer:
-    return CandidateScorer.from_payload(torch.load(path, weights_only=True))
+def load_scorer(folder: Path, names: str) -> CandidateScorer:
+    """The classifiers FOLDER/NAME.pt for each comma-separated NAME, as one (ensemble) scorer."""
+    return CandidateScorer.ensemble([CandidateScorer.from_payload(torch.load(folder / f"{n}.pt", weights_only=True))
+                                     for n in names.split(",")])
 
 
 def score_rows(scorer: CandidateScorer, *row_lists: list[dict]) -> None:
@@ -258,8 +260,9 @@ def main():
                                                   "and to write the calibrated filter into")
     ap.add_argument("--out", default=str(REPO / "docs" / "loo_results.json"))
     ap.add_argument("--nodule-limit", type=int, default=None, help="place only this many nodules (a quick plumbing check)")
-    ap.add_argument("--classifier", action="store_true", help="score candidates with the second stage trained by "
-                    "benchmarks/fpr.py (RUNS/loo-P/classifier.pt; RUNS/classifier.pt into --final)")
+    ap.add_argument("--classifier", nargs="?", const="classifier", default=None, metavar="NAMES",
+                    help="score candidates with the second stage trained by benchmarks/fpr.py (RUNS/loo-P/NAME.pt; "
+                    "RUNS/NAME.pt into --final); comma-separated names make an ensemble (mean probability)")
     ap.add_argument("--evaluate-only", action="store_true", help="cache the folds' candidates and stop (run folds in parallel)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -294,7 +297,7 @@ def main():
     if args.classifier:
         grid = GRID_CLASSIFIER
         for fold in folds:
-            scorer = load_scorer(Path(args.runs) / f"loo-{fold['held_out']}" / "classifier.pt")
+            scorer = load_scorer(Path(args.runs) / f"loo-{fold['held_out']}", args.classifier)
             score_rows(scorer, fold["case"]["rows"], fold["totalseg"], *(c["rows"] for c in fold["copies"]))
 
     results = {"settings": {**vars(args), "nodules_per_copy": NODULES_PER_COPY, "min_nodule_mm": MIN_NODULE_MM, "grid": GRID},
@@ -344,11 +347,11 @@ def main():
         payload["meta"]["candidate_filter"] = shipped.__dict__
         payload.pop("candidate_classifier", None)
         if args.classifier:
-            payload["candidate_classifier"] = torch.load(Path(args.runs) / "classifier.pt", weights_only=True)
+            payload["candidate_classifier"] = load_scorer(Path(args.runs), args.classifier).to_payload()
         torch.save(payload, args.final)
         ts = totalseg_rows(Path(args.final), data)
         if args.classifier:
-            score_rows(load_scorer(Path(args.runs) / "classifier.pt"), ts)
+            score_rows(load_scorer(Path(args.runs), args.classifier), ts)
         results["final_model"] = {"path": args.final, "candidate_filter": shipped.__dict__,
                                   "totalseg_lesions": len(kept_labels(ts, PostProcess(candidate_filter=shipped))),
                                   "totalseg_candidates": without_patches(ts)}

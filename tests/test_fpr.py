@@ -96,6 +96,13 @@ def test_classifier_learns_lesions_from_vessels_and_survives_the_payload(tmp_pat
     torch.save(scorer.to_payload(), path)
     again = CandidateScorer.from_payload(torch.load(path, weights_only=True))
     np.testing.assert_allclose(again.score(xt, ft), s, atol=0.02)  # stored as float16
+    # an ensemble of seeds scores the mean of its members, and survives the payload too
+    other = train_classifier(x, f, y, epochs=8, batch_size=32, seed=1, log=None)
+    both = CandidateScorer.ensemble([scorer, other])
+    np.testing.assert_allclose(both.score(xt, ft), (s + other.score(xt, ft)) / 2, atol=1e-5)
+    torch.save(both.to_payload(), path)
+    np.testing.assert_allclose(CandidateScorer.from_payload(torch.load(path, weights_only=True)).score(xt, ft),
+                               both.score(xt, ft), atol=0.02)
 
 
 class _ScoreBySize:

@@ -94,27 +94,37 @@ class LesionClassifier(nn.Module):
 
 @dataclass
 class CandidateScorer:
-    """A loaded :class:`LesionClassifier`: lesion probability for candidate patches (CPU)."""
+    """Loaded :class:`LesionClassifier` s: lesion probability for candidate patches (CPU), the mean of
+    the members' probabilities when there are several (an ensemble of seeds)."""
 
-    model: LesionClassifier
+    models: list[LesionClassifier]
 
     @classmethod
     def from_payload(cls, payload: dict) -> "CandidateScorer":
-        model = LesionClassifier(**payload["architecture"])
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
-        return cls(model.eval())
+        models = []
+        for member in payload.get("members", [payload]):
+            model = LesionClassifier(**member["architecture"])
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in member["state_dict"].items()})
+            models.append(model.eval())
+        return cls(models)
+
+    @classmethod
+    def ensemble(cls, scorers: list["CandidateScorer"]) -> "CandidateScorer":
+        return cls([m for s in scorers for m in s.models])
 
     def to_payload(self) -> dict:
-        return {"architecture": self.model.architecture,
-                "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in self.model.state_dict().items()},
-                "patch_shape": PATCH_SHAPE, "patch_mm": PATCH_MM, "features": FEATURES}
+        members = [{"architecture": m.architecture,
+                    "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}}
+                   for m in self.models]
+        return {"members": members, "patch_shape": PATCH_SHAPE, "patch_mm": PATCH_MM, "features": FEATURES}
 
     def score(self, patches: np.ndarray, features: np.ndarray) -> np.ndarray:
         if len(patches) == 0:
             return np.zeros(0, np.float32)
+        x = torch.from_numpy(np.asarray(patches, np.float32))
+        f = torch.from_numpy(np.asarray(features, np.float32))
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.asarray(patches, np.float32)), torch.from_numpy(np.asarray(features, np.float32)))
-        return torch.sigmoid(logits).numpy()
+            return torch.stack([torch.sigmoid(m(x, f)) for m in self.models]).mean(0).numpy()
 
 
 def augment(patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -161,4 +171,4 @@ def train_classifier(patches: np.ndarray, features: np.ndarray, labels: np.ndarr
             total += float(loss.detach()) * len(idx)
         if log and (epoch % 10 == 9 or epoch == epochs - 1):
             log(f"  epoch {epoch + 1}/{epochs}: loss {total / max(1, len(x)):.4f}")
-    return CandidateScorer(model.eval())
+    return CandidateScorer([model.eval()])
