@@ -88,6 +88,23 @@ def test_shipped_model_carries_a_calibrated_filter():
     assert predictor.candidate_filter.min_peak_probability >= 0.5
 
 
+def test_a_new_filter_written_into_the_weights_is_a_new_model_version(tmp_path):
+    """Cached automatic contours and study records are keyed by the version: rewriting the filter (or
+    the second stage) into the same weights file must change it, else stale contours are served."""
+    import torch
+
+    from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
+
+    payload = torch.load(DEFAULT_MODEL, weights_only=True)
+    path = tmp_path / "lungseg_unet.pt"
+    torch.save(payload, path)
+    before = TumourPredictor(path, "cpu").version
+    payload["meta"]["candidate_filter"]["min_slices"] += 1
+    torch.save(payload, path)
+    after = TumourPredictor(path, "cpu").version
+    assert before != after and before.startswith("lungseg_unet-") and after.startswith("lungseg_unet-")
+
+
 def _host():
     """A 60 mm lung block (−850 HU) in soft tissue, 1 mm × 1 mm × 3 mm voxels."""
     hu = np.full((30, 100, 100), 40, np.int16)

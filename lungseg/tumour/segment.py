@@ -8,6 +8,7 @@ used.  :class:`TumourPredictor` loads the model once and is reused (one per proc
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -215,7 +216,10 @@ class TumourPredictor:
         else:
             self.model = _fold_batch_norm(self.model)
         self.in_plane_mm = float(self.meta.get("in_plane_mm", 1.0))
-        self.version = f"{path.stem}-{self.meta.get('version', 'dev')}"
+        # the content hash: the filter and the second stage are rewritten into the same file after
+        # training, and cached contours and study records must not outlive the weights they came from
+        weights = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        self.version = f"{path.stem}-{self.meta.get('version', 'dev')}-{weights}"
         self.batch_size = batch_size
         self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
         self.context = int(self.meta.get("context_slices", 0))  # 2.5D: neighbouring slices as channels
