@@ -101,7 +101,7 @@ def test_two_ok_one_failed_and_a_killed_worker_loses_no_finished_result(cohort):
         assert (out / name / "result.json").stat().st_mtime_ns == mtime
     results = {n: json.loads((out / n / "result.json").read_text()) for n in ("LUNG1-001", "example_ct")}
     assert results[killed_case]["worker_pid"] != killed_pid  # the interrupted case was done again elsewhere
-    assert all(r["model_loads_in_worker"] == 1 and r["model_version"] == "tiny-test" for r in results.values())
+    assert all(r["model_loads_in_worker"] == 1 and r["model_version"].startswith("tiny-test-") for r in results.values())
     assert not list(out.glob(".*tmp")) and not (out / ".running").exists()
 
     # LUNG1-001's tight lungs against the planning contours (Lung L 2222 ml, Lung R 2957 ml)
@@ -151,7 +151,7 @@ def test_a_case_already_done_is_skipped_by_content_when_its_file_changed(data_di
     payload["meta"]["version"] = "other"
     __import__("torch").save(payload, other)
     third = process_case(case, str(out), str(other))
-    assert third["resumed"] == "no" and third["model_version"] == "other-other"
+    assert third["resumed"] == "no" and third["model_version"].startswith("other-other-")
 
 
 def test_batch_on_an_existing_scheduler_and_a_model_the_workers_cannot_load(data_dir, tiny_model, tmp_path, capsys):
