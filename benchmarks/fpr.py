@@ -37,9 +37,11 @@ MIN_TRAIN_NODULE_MM = 5.0
 
 
 def samples(fold: dict) -> dict[str, np.ndarray]:
+    """Every candidate with a patch: kind 0 false, 1 on a placed nodule, 2 on a GTV only."""
     rows = list(fold["case"]["rows"]) + [r for c in fold["copies"] for r in c["rows"]]
     rows = [r for r in rows if "patch" in r]
-    kind = np.array([0 if not r["hits"] else (2 if set(r["hits"]) <= {"gtv", "GTV-1", "GTV-2", "GTV-3"} else 1) for r in rows], np.int8)
+    nodules = {n["crop"] for c in fold["copies"] for n in c["nodules"]}
+    kind = np.array([0 if not r["hits"] else (1 if nodules & set(r["hits"]) else 2) for r in rows], np.int8)
     return {"patches": np.stack([r["patch"] for r in rows]), "features": np.stack([feature_vector(r) for r in rows]),
             "lesion": (kind > 0).astype(np.float32), "kind": kind}
 

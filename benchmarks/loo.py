@@ -47,7 +47,7 @@ from lungseg.case import ManualSource, load_manual_mask
 from lungseg.imaging.io import load_ct
 from lungseg.lungs import isolate
 from lungseg.metrics import evaluate_case
-from lungseg.tumour.fpr import CandidateScorer, candidate_patches, feature_vector
+from lungseg.tumour.fpr import CandidateScorer, add_lesion_scores, candidate_patches
 from lungseg.tumour.placement import HostSites, place_nodules
 from lungseg.tumour.recipe import lidc_crops
 from lungseg.tumour.segment import CandidateContext, CandidateFilter, PostProcess, TumourPredictor, candidates, kept_labels
@@ -227,10 +227,7 @@ def score_rows(scorer: CandidateScorer, *row_lists: list[dict]) -> None:
     size and region rules anyway)."""
     for rows in row_lists:
         rows_in = [r for r in rows if "patch" in r]
-        if rows_in:
-            scores = scorer.score(np.stack([r["patch"] for r in rows_in]), np.stack([feature_vector(r) for r in rows_in]))
-            for r, s in zip(rows_in, scores):
-                r["lesion_score"] = float(s)
+        add_lesion_scores(scorer, rows_in, [r["patch"] for r in rows_in])
 
 
 def without_patches(rows: list[dict]) -> list[dict]:

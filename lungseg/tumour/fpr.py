@@ -33,6 +33,14 @@ def feature_vector(row: dict) -> np.ndarray:
                      row.get("mean_hu", 0.0) / 500.0, min(row["slices"], 40) / 20.0], np.float32)
 
 
+def add_lesion_scores(scorer, rows: list[dict], patches: list[np.ndarray]) -> None:
+    """Set each row's ``lesion_score`` from ``scorer`` on its patch and its rule features."""
+    if rows:
+        scores = scorer.score(np.stack(patches), np.stack([feature_vector(r) for r in rows]))
+        for row, score in zip(rows, scores):
+            row["lesion_score"] = float(score)
+
+
 def candidate_patch(hu: np.ndarray, probability: np.ndarray, component: np.ndarray, centre_zyx,
                     spacing_zyx) -> np.ndarray:
     """[15, 32, 32] float16: CT (window scaled to [0, 1]), candidate mask and U-Net probability on

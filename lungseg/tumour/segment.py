@@ -9,6 +9,7 @@ used.  :class:`TumourPredictor` loads the model once and is reused (one per proc
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -201,14 +202,16 @@ class TumourPredictor:
     """A loaded U-Net, reused for every scan (load once per process)."""
 
     def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", batch_size: int = 16):
-        from lungseg.tumour.unet import load_model
+        from lungseg.tumour.unet import model_from_payload
 
         path = Path(model_path)
         if not path.exists():
             raise LungsegError(f"model file {path} not found")
         self.device = resolve_device(device)
+        raw = path.read_bytes()  # read once: the network, the second stage and the version's hash
         try:
-            self.model, self.meta = load_model(path, self.device)
+            payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            self.model, self.meta = model_from_payload(payload, self.device)
         except Exception as exc:  # torch raises pickle, zip and key errors for foreign files
             raise LungsegError(f"{path.name}: not a lungseg model ({type(exc).__name__})") from None
         if self.device.type == "cuda":
@@ -218,14 +221,14 @@ class TumourPredictor:
         self.in_plane_mm = float(self.meta.get("in_plane_mm", 1.0))
         # the content hash: the filter and the second stage are rewritten into the same file after
         # training, and cached contours and study records must not outlive the weights they came from
-        weights = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        weights = hashlib.sha256(raw).hexdigest()[:8]
         self.version = f"{path.stem}-{self.meta.get('version', 'dev')}-{weights}"
         self.batch_size = batch_size
         self.multiple = 2 ** int(self.meta["architecture"].get("depth", 4))
         self.context = int(self.meta.get("context_slices", 0))  # 2.5D: neighbouring slices as channels
         self.candidate_filter = CandidateFilter.from_meta(self.meta)
         self.scorer = None  # the second stage, when the weights ship one
-        classifier = torch.load(path, map_location="cpu", weights_only=True).get("candidate_classifier")
+        classifier = payload.get("candidate_classifier")
         if classifier is not None:
             from lungseg.tumour.fpr import CandidateScorer
 
@@ -335,13 +338,10 @@ def _add_context_features(rows, sub, boxes, box, context: CandidateContext, labe
 
 
 def _add_lesion_scores(rows, probability, sub, boxes, box, context: CandidateContext, scorer, labels) -> None:
-    from lungseg.tumour.fpr import candidate_patches, feature_vector
+    from lungseg.tumour.fpr import add_lesion_scores, candidate_patches
 
     patches = candidate_patches(context.hu, probability, sub, box, boxes, context.spacing_zyx, labels)
-    order = list(patches)
-    scores = scorer.score(np.stack([patches[i] for i in order]), np.stack([feature_vector(rows[i - 1]) for i in order]))
-    for i, score in zip(order, scores):
-        rows[i - 1]["lesion_score"] = float(score)
+    add_lesion_scores(scorer, [rows[i - 1] for i in patches], list(patches.values()))
 
 
 def candidates(probability: np.ndarray, region: np.ndarray, voxel_ml: float, threshold: float = 0.5,

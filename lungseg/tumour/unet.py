@@ -189,7 +189,11 @@ def save_model(model: UNet2D, path: str | Path, meta: dict | None = None, half: 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet2D, dict]:
     """Rebuild the network saved by :func:`save_model` (float32, eval mode) and return its meta."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return model_from_payload(torch.load(Path(path), map_location="cpu", weights_only=True), device)
+
+
+def model_from_payload(payload: dict, device: str | torch.device = "cpu") -> tuple[UNet2D, dict]:
+    """:func:`load_model` on a payload already read (a file that carries more than the network)."""
     meta = payload["meta"]
     model = UNet2D.from_architecture(meta["architecture"])
     state = {
