@@ -163,7 +163,6 @@ def train_classifier(patches: np.ndarray, features: np.ndarray, labels: np.ndarr
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     model.train()
-    step = 0
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
@@ -175,7 +174,6 @@ def train_classifier(patches: np.ndarray, features: np.ndarray, labels: np.ndarr
             loss.backward()
             opt.step()
             sched.step()
-            step += 1
             total += float(loss.detach()) * len(idx)
         if log and (epoch % 10 == 9 or epoch == epochs - 1):
             log(f"  epoch {epoch + 1}/{epochs}: loss {total / max(1, len(x)):.4f}")
