@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -368,7 +367,8 @@ class Pacs:
                                     "during the transfer, try again")
                 _check_pixels(ds, what)
                 path = folder / f"{uid}.dcm"
-                ds.save_as(path, enforce_file_format=True)
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                    ds.save_as(out, enforce_file_format=True)
                 got.append(path)
                 if len(got) % 10 == 0 or len(got) == len(expected):
                     say(f"Retrieving the series from the PACS ({len(got)}/{len(expected)})",
@@ -446,9 +446,9 @@ def series_cache_root(cache_root: str | os.PathLike | None) -> Path:
         from lungseg.case.cache import default_cache_dir
 
         cache_root = default_cache_dir()
-    root = Path(cache_root) / "dicomweb"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    from lungseg.storage import private_dir
+
+    return private_dir(Path(cache_root) / "dicomweb")
 
 
 def series_label(ref: SeriesRef) -> str:
@@ -480,15 +480,20 @@ def fetch_series(url: str, cache_root: str | os.PathLike | None = None, say: Pro
                         f"{info.instances}; nothing was kept")
     if not uids:
         raise PacsError(f"series {ref.series_uid}: {pacs.settings.server} lists no instances")
+    from lungseg import storage
+
     identity = digest([ref.url, uids])
     root = series_cache_root(cache_root)
     final = root / identity
     if (final / MANIFEST).exists():
+        storage.hold(final)
+        os.utime(final)  # most recently used
         return FetchedSeries(final, identity, series_label(ref), True)
-    tmp = root / f".{identity}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    tmp = storage.part_folder(root)  # removed on any failure; one left by a killed process goes at the next enforce
     try:
         pacs.retrieve(ref, tmp, uids, say)
-        (tmp / MANIFEST).write_text(json.dumps({"url": ref.url, "instances": len(uids), "identity": identity}))
+        storage.write_private(tmp / MANIFEST, json.dumps({"url": ref.url, "instances": len(uids),
+                                                          "identity": identity}).encode())
         try:
             os.rename(tmp, final)
         except OSError:
@@ -496,6 +501,8 @@ def fetch_series(url: str, cache_root: str | os.PathLike | None = None, say: Pro
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    storage.hold(final)
+    storage.enforce()
     return FetchedSeries(final, identity, series_label(ref), False)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
+from lungseg import storage
 from lungseg.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,9 +23,8 @@ def data_root() -> Path:
 
 
 def app_cache_dir() -> Path:
-    d = Path(os.environ.get("LUNGSEG_APP_CACHE", REPO / "data" / "cache"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """The app's folder of patient data (``LUNGSEG_APP_CACHE``), 0700; see :mod:`lungseg.storage`."""
+    return storage.private_dir(storage.app_cache_root())
 
 
 def department_mode() -> bool:
@@ -109,15 +110,24 @@ def rtstruct_roi_names(path: Path) -> list[str] | None:
 
 
 def save_upload(name: str, data: bytes) -> Path:
-    """An uploaded file kept under the app cache by its content hash; refused past the size cap."""
+    """An uploaded file kept under the app cache by its content hash (0600 in a 0700 folder); refused past the
+    size cap, and refused when it is not self-contained (a header naming another file for its voxels)."""
+    from lungseg.imaging.io import check_image_data_files
+
     if len(data) > max_upload_bytes():
         raise InputError(f"{Path(name).name}: {len(data) / 1024**2:.0f} MB is over the upload limit of "
                          f"{max_upload_bytes() / 1024**2:.0f} MB")
-    d = app_cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:24]
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / Path(name).name
+    d = storage.private_dir(app_cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:24])
+    p = d / (Path(name).name or "upload")
     if not p.exists():
-        p.write_bytes(data)
+        storage.write_private(p, data)
+    try:
+        check_image_data_files(p, self_contained=True)
+    except InputError:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    storage.hold(d)
+    storage.enforce()
     return p
 
 

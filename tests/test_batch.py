@@ -89,7 +89,8 @@ def test_two_ok_one_failed_and_a_killed_worker_loses_no_finished_result(cohort):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 1, stderr[-2000:]  # a case failed: the run says so in its exit status
+    assert "error: 1 of 3 case(s) failed" in stderr
 
     rows = _summary(out)
     assert {k: r["status"] for k, r in rows.items()} == {"LUNG1-001": "ok", "example_ct": "ok", "broken": "failed"}
@@ -122,7 +123,7 @@ def test_second_run_skips_the_finished_cases(cohort):
     before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
     assert set(before) == {"LUNG1-001", "example_ct"}
     run = subprocess.run(cohort["argv"], cwd=REPO, env=cohort["env"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 1, run.stderr[-2000:]
     assert "2 ok (2 already done, skipped), 1 failed" in run.stdout
     rows = _summary(out)
     assert [rows[n]["resumed"] for n in ("LUNG1-001", "example_ct", "broken")] == ["yes", "yes", "no"]
@@ -174,7 +175,7 @@ def test_batch_on_an_existing_scheduler_and_a_model_the_workers_cannot_load(data
         err = capsys.readouterr().err.strip()
         assert err == "error: the workers cannot load the model: bad.pt: not a lungseg model (UnpicklingError)"
         assert main(["batch", small, str(tmp_path / "missing.zip"), "--out", str(tmp_path / "out"),
-                     "--scheduler", address, "--model", str(tiny_model), "--quiet"]) == 0
+                     "--scheduler", address, "--model", str(tiny_model), "--quiet", "--allow-failures"]) == 0
     said = capsys.readouterr().out
     assert f"on the Dask scheduler at {address}" in said and "1 ok (0 already done, skipped), 1 failed" in said
     rows = _summary(tmp_path / "out")

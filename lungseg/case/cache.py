@@ -15,9 +15,9 @@ import numpy as np
 
 from lungseg.case.result import Contour, make_contour
 from lungseg.errors import InputError
+from lungseg.storage import write_private
 
 CACHE_FORMAT = 3
-DEFAULT_DISK_CAP_MB = 5 * 1024
 
 
 def content_hash(volume) -> str:
@@ -53,7 +53,9 @@ def file_identity(path: str | None) -> str | None:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LUNGSEG_RESULT_CACHE") or Path(os.environ.get("LUNGSEG_CACHE", Path.home() / ".cache" / "lungseg")) / "results")
+    from lungseg.storage import result_cache_root
+
+    return result_cache_root()
 
 
 class ResultCache:
@@ -61,16 +63,27 @@ class ResultCache:
 
     Entries are plain ``.npy``/``.npz`` and JSON files (no pickles): a CT entry per content hash,
     a lungs entry per hash + parameters, a contour entry per hash + contour source + model version +
-    parameters.  Least recently used entries are removed when the folder grows past ``cap_mb``.
-    A corrupt or partial entry is a miss; writes go to a temporary name first.
+    parameters.  Files are 0600 in a 0700 folder.  With ``cap_mb`` least recently used entries are removed
+    when this folder grows past it; without, the retention policy of :mod:`lungseg.storage` (every folder
+    of patient data within ``LUNGSEG_DISK_CACHE_MB``, nothing older than ``LUNGSEG_RETENTION_DAYS``) is
+    applied after each write.  A corrupt or partial entry is a miss; writes go to a temporary name first.
     """
 
     def __init__(self, root: str | Path | None = None, cap_mb: float | None = None):
+        from lungseg.storage import RetentionPolicy, private_dir
+
         self.root = Path(root) if root is not None else default_cache_dir()
-        env_cap = os.environ.get("LUNGSEG_DISK_CACHE_MB")
-        self.cap_bytes = int((cap_mb if cap_mb is not None else float(env_cap) if env_cap else DEFAULT_DISK_CAP_MB) * 1024**2)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.own_cap = cap_mb is not None
+        self.cap_bytes = int(cap_mb * 1024**2) if cap_mb is not None else RetentionPolicy.from_env().budget_bytes
+        private_dir(self.root)
         self._lock = threading.Lock()
+
+    @property
+    def series_root(self) -> Path:
+        """Where DICOMweb series are retrieved to (``dicomweb/`` of this cache)."""
+        return self.root
+
+    unzip_root: Path | None = None  # None: zips unpack into the shared cache (``$LUNGSEG_CACHE/unzipped``)
 
     # --- plumbing --------------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -86,7 +99,9 @@ class ResultCache:
         f = self._path(name + ".npz")
         tmp = self.root / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp.npz"
         arrays = dict(arrays, meta=np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8))
-        np.savez(tmp, **arrays)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **arrays)
         tmp.replace(f)
         self.evict()
 
@@ -108,7 +123,14 @@ class ResultCache:
         return sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
 
     def evict(self) -> None:
-        """Remove least recently used entries until the folder is within its cap."""
+        """Apply the retention policy (:func:`lungseg.storage.enforce`, this folder included), or with an own
+        ``cap_mb`` remove this folder's least recently used entries until it is within the cap."""
+        if not self.own_cap:
+            from lungseg.storage import DataFolder, enforce
+
+            enforce(extra=(DataFolder("results", self.root, "files"),
+                           DataFolder("PACS series", self.root / "dicomweb", "folders")))
+            return
         with self._lock:
             try:
                 files = [(f.stat().st_mtime, f.stat().st_size, f) for f in self.root.iterdir()
@@ -139,15 +161,17 @@ class ResultCache:
     def remember_source(self, identity: str, key: str) -> None:
         f = self._path(f"src-{identity}.json")
         tmp = self.root / f".{f.name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"key": key}))
+        write_private(tmp, json.dumps({"key": key}).encode())
         tmp.replace(f)
 
     # --- the CT -----------------------------------------------------------------------------------
-    def save_ct(self, key: str, loaded) -> None:
-        self._write_npz(f"ct-{key}", {"hu": loaded.volume.array}, _loaded_meta(loaded))
+    # One entry per content hash and source: what a LoadedCT says besides its voxels (its label, its
+    # files, the structure sets beside it) belongs to the source it was opened from.
+    def save_ct(self, key: str, loaded, source: str = "") -> None:
+        self._write_npz(f"ct-{key}-{source[:16]}", {"hu": loaded.volume.array}, _loaded_meta(loaded))
 
-    def load_ct(self, key: str):
-        hit = self._read_npz(f"ct-{key}")
+    def load_ct(self, key: str, source: str = ""):
+        hit = self._read_npz(f"ct-{key}-{source[:16]}")
         if hit is None:
             return None
         arrays, meta = hit
@@ -202,11 +226,47 @@ class ResultCache:
 
 
 class NoCache(ResultCache):
-    """A result cache that never hits and never writes (``--no-cache``; benchmarks of cold runs)."""
+    """A result cache that never hits and never writes (``--no-cache``; benchmarks of cold runs).
 
-    def __init__(self):  # noqa: D107 - nothing on disk
+    What a run must still put on disk (an unzipped series, a series retrieved from a PACS) goes into a
+    private scratch folder that :meth:`close` removes (at the latest when the process exits; one left by
+    a killed process is removed by :func:`lungseg.storage.enforce`).
+    """
+
+    def __init__(self):  # noqa: D107 - nothing on disk until a zip or a PACS series needs a folder
         self.root = None
         self.cap_bytes = 0
+        self.own_cap = True
+        self._scratch: Path | None = None
+        self._finalizer = None
+
+    def _scratch_dir(self) -> Path:
+        if self._scratch is None:
+            import weakref
+
+            from lungseg.storage import scratch_dir
+
+            self._scratch = scratch_dir()
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
+        return self._scratch
+
+    @property
+    def series_root(self) -> Path:
+        return self._scratch_dir()
+
+    @property
+    def unzip_root(self) -> Path:
+        return self._scratch_dir() / "unzipped"
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _read_npz(self, name):
         return None

@@ -42,8 +42,9 @@ def model_version(predictor) -> str:
 
 
 def _load_source_ct(source: CaseSource, cache: ResultCache, say: Progress):
-    """(LoadedCT, content key, from cache)."""
-    from lungseg.imaging.io import load_ct
+    """(LoadedCT, content key, from cache).  The CT's label is that of the source opened (its file name,
+    the series' label, or ``source.label``), also when the same pixels were cached from another source."""
+    from lungseg.imaging.io import case_label, load_ct
 
     if source.is_demo:
         from lungseg.imaging.phantom import demo_case
@@ -54,24 +55,26 @@ def _load_source_ct(source: CaseSource, cache: ResultCache, say: Progress):
     if is_dicomweb_url(source.ct):  # a PACS series: retrieved into the cache, keyed by URL + instance list
         from lungseg.dicomweb import fetch_series
 
-        fetched = fetch_series(source.ct, cache.root, say)
+        fetched = fetch_series(source.ct, cache.series_root, say)
         p, ct_identity, label = fetched.folder, fetched.identity, label or fetched.label
     else:
         p = Path(source.ct)
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         ct_identity = source_identity(p)
-    identity = digest([ct_identity, source.series_uid, source.label, CACHE_FORMAT])
+        label = label or case_label(p)
+    identity = digest([ct_identity, source.series_uid, source.label, source.skip_unreadable, CACHE_FORMAT])
     key = cache.hash_for_source(identity)
     if key is not None:
-        loaded = cache.load_ct(key)
+        loaded = cache.load_ct(key, identity)
         if loaded is not None:
-            return loaded, key, True
-    say(f"Reading {label or p.name}", 0.02)
-    loaded = load_ct(p, series_uid=source.series_uid, label=label)
+            return replace(loaded, label=label), key, True
+    say(f"Reading {label}", 0.02)
+    loaded = load_ct(p, series_uid=source.series_uid, label=label, skip_unreadable=source.skip_unreadable,
+                     unzip_into=cache.unzip_root)
     key = content_hash(loaded.volume)
     try:
-        cache.save_ct(key, loaded)
+        cache.save_ct(key, loaded, identity)
         cache.remember_source(identity, key)
     except OSError:
         pass

@@ -82,6 +82,7 @@ class CaseSource:
     manual: ManualSource | None = None
     series_uid: str | None = None
     label: str | None = None
+    skip_unreadable: bool = False  # go on without unreadable DICOM slices (a warning), instead of refusing
 
     def __post_init__(self):
         if not self.ct:
@@ -165,7 +166,7 @@ class CaseSource:
 def source_for_input(input: str, *, roi: str | None = None, manual: str | None = None,
                      automatic: str | None = None, automatic_roi: str | None = None, model: str | None = None,
                      series_uid: str | None = None, stand_in_ok: bool = False,
-                     default_manual: bool = True) -> CaseSource:
+                     default_manual: bool = True, skip_unreadable: bool = False) -> CaseSource:
     """The CaseSource of a CLI INPUT and its options (one place for every command).
 
     ``manual``: a contour file (RTSTRUCT/SEG/label); ``roi``: its ROI/segment/label, or the ROI of the
@@ -190,7 +191,7 @@ def source_for_input(input: str, *, roi: str | None = None, manual: str | None =
         auto = AutomaticSource("file", path=automatic, roi=automatic_roi)
     else:
         auto = AutomaticSource("model", model=model)
-    return CaseSource(ct=input, automatic=auto, manual=man, series_uid=series_uid)
+    return CaseSource(ct=input, automatic=auto, manual=man, series_uid=series_uid, skip_unreadable=skip_unreadable)
 
 
 def contour_file_kind(path: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib
+import os
 import sys
 import time
 
@@ -12,23 +14,42 @@ from lungseg.errors import LungsegError
 
 
 def cmd_lungs(args: argparse.Namespace) -> int:
-    from lungseg.case import NoCache, ResultCache, open_case_progressively
-    from lungseg.cli.common import case_source, write_mask
+    from lungseg.case import open_case_progressively
+    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
 
+    check_output(args.out)
+    check_output(args.region_out, "--region-out")
     t0 = time.perf_counter()
     source = case_source(args, default_manual=False)
-    stages = open_case_progressively(source, cache=NoCache() if args.no_cache else ResultCache())
-    case = next(stages)  # the CT
-    t1 = time.perf_counter()
-    case = next(stages)  # lung isolation; the tumour stage is never run
-    t2 = time.perf_counter()
-    stages.close()
+    with cache_for(args) as cache:
+        stages = open_case_progressively(source, cache=cache)
+        case = next(stages)  # the CT
+        t1 = time.perf_counter()
+        case = next(stages)  # lung isolation; the tumour stage is never run
+        t2 = time.perf_counter()
+        stages.close()
+    print_warnings(case.ct)
     write_mask(case.ct, case.lungs.lungs, args.out)
     if args.region_out:
         write_mask(case.ct, case.lungs.lung_region, args.region_out)
     how = " (cached)" if case.from_cache else ""
     print(f"{case.label}: {case.lungs.summary()}; load {t1 - t0:.2f} s, isolation {t2 - t1:.2f} s{how}; wrote {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def cache_for(args: argparse.Namespace):
+    """The result cache of a command: the shared one, or with ``--no-cache`` one that leaves nothing behind."""
+    from lungseg.case import NoCache, ResultCache
+
+    if not getattr(args, "no_cache", False):
+        yield ResultCache()
+        return
+    cache = NoCache()
+    try:
+        yield cache
+    finally:
+        cache.close()
 
 
 # Every command and the module whose ``register(sub)`` adds it, with its one-line help.  A module
@@ -47,6 +68,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lungseg.cli.export", "write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT"),
     "pacs": ("lungseg.cli.pacs", "find series on a PACS (DICOMweb)"),
     "batch": ("lungseg.cli.batch", "run a cohort (files, folders, PACS series) on Dask; resumable"),
+    "cache": ("lungseg.cli.cache", "patient data kept on disk: info, clear"),
     "segment-lesion": ("lungseg.cli.lesion", "click-to-segment: the lesion under one point, as a mask"),
     "evaluate-lesions": ("lungseg.cli.lesion", "click-to-segment Dice on an LIDC crop folder"),
     "train-lesion": ("lungseg.cli.lesion", "train the click-to-segment model on LIDC train patients"),
@@ -54,12 +76,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lungseg.cli.common import add_reading_arguments
+
     p = sub.add_parser("lungs", help=COMMANDS["lungs"][1])
     p.add_argument("input", help="DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL, or 'demo'")
     p.add_argument("--out", required=True, help="tight lungs mask (uint8, on the input's grid)")
     p.add_argument("--region-out", help="lung region mask (mirrored and dilated)")
-    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    add_reading_arguments(p)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache; leave "
+                   "nothing on disk")
     p.set_defaults(func=cmd_lungs)
 
 
@@ -67,10 +92,17 @@ def _chosen_command(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``error: … (see --help)``), exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {self.prog.removeprefix('python -m ')}: {message} (see --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The command-line parser.  Given ``argv``, only the module of the command it names is
     imported and the other commands are listed by name and help; without, every module is."""
-    parser = argparse.ArgumentParser(prog="python -m lungseg", description="Lung-tumour segmentation on chest CT.")
+    parser = OneLineParser(prog="python -m lungseg", description="Lung-tumour segmentation on chest CT.")
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = None if argv is None else _chosen_command(argv)
     wanted = {module for name, (module, _) in COMMANDS.items() if argv is None or name == chosen}
@@ -121,3 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback on the command line (LUNGSEG_DEBUG=1 shows it)
+        if os.environ.get("LUNGSEG_DEBUG"):
+            raise
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        print(f"error: {type(exc).__name__}: {(lines[-1] if lines else 'failed')[:200]}", file=sys.stderr)
+        return 2

@@ -135,6 +135,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.send is not None and args.format not in ("seg", "rtstruct"):
         raise InputError("--send stores DICOM on the PACS: use --format seg or rtstruct")
+    from lungseg.cli.common import check_output
+
+    out = Path(args.out)
+    check_output(out, suffixes=None, folder=out.is_dir() or not out.suffix)
+    check_output(args.ct_out, "--ct-out", folder=True)
 
     if args.accepted:
         if not (args.db and args.input):
@@ -163,6 +168,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from lungseg.cli.common import add_reading_arguments
+
     p = sub.add_parser("export", help="write a mask onto its CT as NIfTI, NRRD, DICOM SEG or RTSTRUCT")
     p.add_argument("input", nargs="?", help="the CT: DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file "
                    "(not with --db: the study records the case's CT)")
@@ -185,7 +192,7 @@ def register(sub) -> None:
     p.add_argument("--source", default="automatic", choices=("automatic", "manual"),
                    help="whether the mask is the automatic U-Net result or a manual contour")
     p.add_argument("--ct-out", help="for SEG/RTSTRUCT of a non-DICOM input: write the CT as a DICOM series here first")
-    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    add_reading_arguments(p)
     p.add_argument("--send", nargs="?", const="", metavar="URL", help="also store the SEG/RTSTRUCT on the PACS "
                    "(DICOMweb STOW-RS) at URL (default: LUNGSEG_PACS_URL)")
     p.set_defaults(func=cmd_export)

@@ -22,21 +22,21 @@ def parse_point(text: str) -> tuple[float, float, float]:
 
 
 def cmd_segment_lesion(args) -> int:
-    import SimpleITK as sitk
-
     from lungseg.imaging.io import load_ct
     from lungseg.lesion.segment import DEFAULT_LESION_MODEL, LesionPredictor
 
+    from lungseg.cli.common import check_output, print_warnings, write_mask
+
     point = parse_point(args.at)
+    out = check_output(args.out)
     t0 = time.perf_counter()
-    loaded = load_ct(args.input, series_uid=args.series)
+    loaded = load_ct(args.input, series_uid=args.series, skip_unreadable=args.skip_unreadable)
+    print_warnings(loaded)
     t1 = time.perf_counter()
     predictor = LesionPredictor(args.model or DEFAULT_LESION_MODEL, threads=args.threads)
     t2 = time.perf_counter()
     result = predictor.segment(loaded.volume, point)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(loaded.mask_to_source(result.mask), str(out), useCompression=True)
+    write_mask(loaded, result.mask, out)
     t3 = time.perf_counter()
     print(f"{loaded.label}: {result.summary()}; load {t1 - t0:.2f} s, model {t2 - t1:.2f} s, "
           f"click {result.seconds:.2f} s; wrote {out}")
@@ -91,11 +91,13 @@ def cmd_train_lesion(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lungseg.cli.common import add_reading_arguments
+
     p = sub.add_parser("segment-lesion", help="click-to-segment: the lesion under one point, as a mask")
     p.add_argument("input", help="DICOM folder, DICOM .zip, or NIfTI/NRRD/MHA file (a full CT or a small crop)")
     p.add_argument("--at", required=True, help="the click X,Y,Z in mm (patient LPS, SimpleITK physical point); write --at=-45,30,-120 when X is negative")
     p.add_argument("--out", required=True, help="lesion mask (uint8, on the input's grid)")
-    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
+    add_reading_arguments(p)
     p.add_argument("--model", help="click-to-segment weights (default: models/lesion_click.pt)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: one small patch gains little from more, and a busy machine loses)")

@@ -14,19 +14,23 @@ from lungseg.errors import LungsegError
 
 
 def cmd_segment(args) -> int:
-    from lungseg.case import NoCache, ResultCache, default_predictor, open_case_progressively
-    from lungseg.cli.common import case_source, write_mask
+    from lungseg.case import default_predictor, open_case_progressively
+    from lungseg.cli import cache_for
+    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
     from lungseg.tumour.segment import PostProcess
 
+    check_output(args.out)
+    check_output(args.prob_out, "--prob-out")
     t0 = time.perf_counter()
     predictor = default_predictor(args.model, args.device)
     source = case_source(args, default_manual=False)
     post = PostProcess(threshold=args.threshold, min_volume_ml=args.min_volume_ml, keep_largest=args.keep_largest)
-    stages = open_case_progressively(source, predictor, cache=NoCache() if args.no_cache else ResultCache(), post=post)
     times = [t0]
-    for case in stages:
-        times.append(time.perf_counter())
+    with cache_for(args) as cache:
+        for case in open_case_progressively(source, predictor, cache=cache, post=post):
+            times.append(time.perf_counter())
     load, lungs, unet = (times[1] - times[0]), (times[2] - times[1]), (times[3] - times[2])
+    print_warnings(case.ct)
     write_mask(case.ct, case.automatic.mask, args.out)
     if args.prob_out:
         probability = predictor.predict(case.volume, case.lungs, post).probability
@@ -122,13 +126,32 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+def _read_mask(path: str, option: str):
+    """A mask file for ``evaluate`` (its data file, if any, inside its own folder)."""
+    import SimpleITK as sitk
+
+    from lungseg.imaging.io import check_image_data_files
+
+    if not Path(path).is_file():
+        raise LungsegError(f"{option} {path}: no such file")
+    check_image_data_files(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise LungsegError(f"{option} {Path(path).name}: not a readable image ({lines[-1][:120] if lines else ''})") from None
+
+
 def cmd_evaluate(args) -> int:
     import SimpleITK as sitk
 
     from lungseg.metrics import evaluate_case
 
     if args.cases:
+        from lungseg.cli.common import check_output
         from lungseg.tumour.datasets import discover
+
+        check_output(args.csv, "--csv", suffixes=(".csv",))
         from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
         refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
@@ -147,7 +170,7 @@ def cmd_evaluate(args) -> int:
         return 0
     if not (args.pred and args.ref):
         raise LungsegError("give --pred and --ref, or --cases DIR for a cohort")
-    pred_img, ref_img = sitk.ReadImage(args.pred), sitk.ReadImage(args.ref)
+    pred_img, ref_img = _read_mask(args.pred, "--pred"), _read_mask(args.ref, "--ref")
     if pred_img.GetSize() != ref_img.GetSize() or not np.allclose(pred_img.GetOrigin(), ref_img.GetOrigin(), atol=1e-2):
         raise LungsegError("prediction and reference are on different grids")
     sp = ref_img.GetSpacing()
@@ -160,6 +183,8 @@ def cmd_evaluate(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lungseg.cli.common import add_reading_arguments
+
     p = sub.add_parser("segment", help="tumour segmentation with the 2D U-Net")
     p.add_argument("input", help="the CT: DICOM folder, DICOM .zip, NIfTI/NRRD/MHA file, DICOMweb series URL "
                    "(http(s)://…/studies/STUDY/series/SERIES), or 'demo'")
@@ -167,8 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prob-out", help="tumour probability (float32, on the input's grid)")
     p.add_argument("--model", help="tumour model weights (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several CT series")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    add_reading_arguments(p)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache; leave "
+                   "nothing on disk")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--min-volume-ml", type=float, default=0.1)
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion (as the paper did)")

@@ -20,6 +20,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +37,10 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
-# Zip safety limits: a PACS export of one chest CT is well under these.
-ZIP_MAX_MEMBERS = 50_000
-ZIP_MAX_BYTES = 8 * 1024**3
+# Zip safety limits: a PACS export of one chest CT is well under these (a 1 mm, 600-slice CT is 320 MB);
+# LUNGSEG_ZIP_MAX_FILES and LUNGSEG_ZIP_MAX_MB change the first two.
+ZIP_MAX_MEMBERS = 10_000
+ZIP_MAX_BYTES = 2 * 1024**3
 ZIP_MAX_RATIO = 200
 
 
@@ -117,17 +119,22 @@ class LoadedCT:
 # entry point
 
 
-def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str | None = None) -> LoadedCT:
-    """Load a chest CT from a DICOM folder, a DICOM zip or an image file."""
+def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str | None = None, *,
+            skip_unreadable: bool = False, unzip_into: str | os.PathLike | None = None) -> LoadedCT:
+    """Load a chest CT from a DICOM folder, a DICOM zip or an image file.
+
+    An unreadable DICOM file in the series is refused (the volume would silently miss a slice) unless
+    ``skip_unreadable``; a zip is extracted into the cache, or into ``unzip_into`` (a run without cache).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
-    name = label or _case_label(p)
+    name = label or case_label(p)
     if p.is_dir():
-        return _load_dicom_folder(p, series_uid, name)
+        return _load_dicom_folder(p, series_uid, name, skip_unreadable)
     lower = p.name.lower()
     if lower.endswith(".zip"):
-        return _load_dicom_folder(extract_zip(p), series_uid, name)
+        return _load_dicom_folder(extract_zip(p, unzip_into), series_uid, name, skip_unreadable)
     if lower.endswith(IMAGE_SUFFIXES):
         return _load_image_file(p, name)
     if lower.endswith(".dcm") or _is_dicom_file(p):
@@ -135,7 +142,8 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str |
     raise InputError(f"{p.name}: unknown format (expected a DICOM folder, .zip, .nii, .nii.gz, .nrrd, .mha or .mhd)")
 
 
-def _case_label(p: Path) -> str:
+def case_label(p: Path) -> str:
+    """The label of a case opened from ``p``: its file or folder name without the suffix."""
     n = p.name
     for s in (".nii.gz",) + IMAGE_SUFFIXES + (".zip",):
         if n.lower().endswith(s):
@@ -148,9 +156,9 @@ def _case_label(p: Path) -> str:
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("LUNGSEG_CACHE", Path.home() / ".cache" / "lungseg"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    from lungseg import storage
+
+    return storage.private_dir(storage.cache_root())
 
 
 def _file_digest(p: Path) -> str:
@@ -161,52 +169,91 @@ def _file_digest(p: Path) -> str:
     return h.hexdigest()
 
 
-def extract_zip(path: Path) -> Path:
-    """Extract a DICOM zip safely into the cache (once per content) and return the folder."""
+def _zip_limits() -> tuple[int, int]:
+    """(members, bytes) a zip may hold: ``LUNGSEG_ZIP_MAX_FILES`` and ``LUNGSEG_ZIP_MAX_MB``."""
+    try:
+        members = int(os.environ.get("LUNGSEG_ZIP_MAX_FILES") or ZIP_MAX_MEMBERS)
+        size = int(float(os.environ.get("LUNGSEG_ZIP_MAX_MB") or ZIP_MAX_BYTES / 1024**2) * 1024**2)
+    except ValueError:
+        raise InputError("LUNGSEG_ZIP_MAX_FILES and LUNGSEG_ZIP_MAX_MB must be numbers") from None
+    return members, size
+
+
+def check_zip_members(name: str, members: list[zipfile.ZipInfo], archive_bytes: int) -> None:
+    """Refuse a zip before anything is extracted: no members, too many, too large unpacked, a member or the
+    whole compressed more than ``ZIP_MAX_RATIO``:1 (a zip bomb), absolute or ``..`` paths, links."""
+    max_members, max_bytes = _zip_limits()
+    if not members:
+        raise InputError(f"{name}: the zip is empty")
+    if len(members) > max_members:
+        raise InputError(f"{name}: {len(members)} files in the zip, more than the limit of {max_members}")
+    total = sum(m.file_size for m in members)
+    if total > max_bytes:
+        raise InputError(f"{name}: unpacks to {total / 1024**2:.0f} MB, more than the limit of "
+                         f"{max_bytes / 1024**2:.0f} MB")
+    if total > ZIP_MAX_RATIO * max(1, archive_bytes):
+        raise InputError(f"{name}: unpacks to {total // max(1, archive_bytes)} times its size; refused as a zip bomb")
+    for m in members:
+        parts = Path(m.filename.replace("\\", "/")).parts
+        if m.filename.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", m.filename):
+            raise InputError(f"{name}: unsafe path in zip: {m.filename!r}")
+        if stat.S_ISLNK(m.external_attr >> 16):
+            raise InputError(f"{name}: the zip holds a symbolic link ({m.filename!r}); refused")
+        if m.file_size > ZIP_MAX_RATIO * max(1, m.compress_size):
+            raise InputError(f"{name}: {m.filename!r} compresses {m.file_size // max(1, m.compress_size)}:1; "
+                             "refused as a zip bomb")
+
+
+def extract_zip(path: Path, into: Path | None = None) -> Path:
+    """Extract a DICOM zip safely and return the folder: into the cache (once per content), or into ``into``.
+
+    Everything is checked before a byte is written (:func:`check_zip_members`), the bytes written are
+    counted against the same limit, and the folder is written as ``.part-PID-…`` and renamed when complete;
+    a failure or an interruption removes it, and one left by a killed process is removed by the next
+    extraction (:func:`lungseg.storage.enforce`).
+    """
+    from lungseg import storage
+
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{path.name}: not a readable zip ({exc})") from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
-        if not members:
-            raise InputError(f"{path.name}: the zip is empty")
-        if len(members) > ZIP_MAX_MEMBERS:
-            raise InputError(f"{path.name}: {len(members)} files in the zip, more than the limit of {ZIP_MAX_MEMBERS}")
-        total = sum(m.file_size for m in members)
-        if total > ZIP_MAX_BYTES:
-            raise InputError(f"{path.name}: unpacks to {total / 1e9:.1f} GB, more than the limit of {ZIP_MAX_BYTES / 1e9:.0f} GB")
-        for m in members:
-            parts = Path(m.filename.replace("\\", "/")).parts
-            if m.filename.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", m.filename):
-                raise InputError(f"{path.name}: unsafe path in zip: {m.filename!r}")
-            if stat.S_ISLNK(m.external_attr >> 16):
-                raise InputError(f"{path.name}: the zip holds a symbolic link ({m.filename!r}); refused")
-            if m.compress_size and m.file_size / m.compress_size > ZIP_MAX_RATIO and m.file_size > 10_000_000:
-                raise InputError(f"{path.name}: {m.filename!r} compresses {m.file_size // m.compress_size}:1; refused as a zip bomb")
-        target = cache_dir() / "unzipped" / _file_digest(path)[:24]
+        check_zip_members(path.name, members, path.stat().st_size)
+        parent = Path(into) if into is not None else cache_dir() / "unzipped"
+        target = parent / _file_digest(path)[:24]
         if (target / ".complete").exists():
+            storage.hold(target)
+            os.utime(target)  # most recently used
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=target.parent if target.parent.exists() else _mk(target.parent)))
+        storage.enforce()  # room for this one, and no partial folder of a killed run left behind
+        tmp = storage.part_folder(parent)
+        _, max_bytes = _zip_limits()
+        written = 0
         try:
             for m in members:
                 dest = tmp / Path(m.filename.replace("\\", "/"))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(m) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            (tmp / ".complete").touch()
+                storage.private_dir(dest.parent)
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with zf.open(m) as src, os.fdopen(fd, "wb") as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise InputError(f"{path.name}: unpacks to more than {max_bytes / 1024**2:.0f} MB; "
+                                             "refused")
+                        out.write(chunk)
+            storage.write_private(tmp / ".complete", b"")
             if target.exists():
                 shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path.name}: the zip is damaged ({exc})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; removed on any failure or interruption
+    storage.hold(target)
+    storage.enforce()
     return target
-
-
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,10 +274,26 @@ def scan_dicom_folder(folder: Path, pixels: bool = False) -> tuple[list[tuple[Pa
 
     With ``pixels`` each file's pixel data is read in the same pass (reading it costs less than
     opening and parsing the file a second time); :func:`_load_dicom_folder` drops it once used.
+    A folder or file that cannot be read for lack of permission is refused, naming it.
     """
+    found, skipped, _ = _scan(folder, pixels)
+    return found, skipped
+
+
+def _scan(folder: Path, pixels: bool) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str], list[tuple[Path, str]]]:
+    """(DICOM files with their headers, notes on skipped files, files that look like DICOM but do not parse)."""
     found: list[tuple[Path, pydicom.Dataset]] = []
     skipped: list[str] = []
-    for root, dirs, files in os.walk(folder):
+    broken: list[tuple[Path, str]] = []
+
+    def walk_error(exc: OSError) -> None:
+        if isinstance(exc, PermissionError):
+            where = Path(exc.filename or folder)
+            raise InputError(f"{where.name or where}: cannot read this folder (permission denied)")
+
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise InputError(f"{folder.name or folder}: cannot read this folder (permission denied)")
+    for root, dirs, files in os.walk(folder, onerror=walk_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or name.upper() == "DICOMDIR":
@@ -238,20 +301,29 @@ def scan_dicom_folder(folder: Path, pixels: bool = False) -> tuple[list[tuple[Pa
             p = Path(root) / name
             try:
                 ds = pydicom.dcmread(p, stop_before_pixels=not pixels)
+            except PermissionError:
+                raise InputError(f"{p.name}: cannot read this file (permission denied)") from None
             except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 skipped.append(f"{p.name}: {type(exc).__name__}")
+                if p.suffix.lower() == ".dcm" or _is_dicom_file(p):
+                    broken.append((p, type(exc).__name__))
                 continue
             if "SOPClassUID" not in ds and "Modality" not in ds:
                 skipped.append(f"{p.name}: not a DICOM object")
                 continue
             found.append((p, ds))
-    return found, skipped
+    return found, skipped, broken
 
 
-def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> LoadedCT:
-    found, skipped = scan_dicom_folder(folder, pixels=True)
+def _load_dicom_folder(folder: Path, series_uid: str | None, label: str, skip_unreadable: bool = False) -> LoadedCT:
+    found, skipped, broken = _scan(folder, pixels=True)
     if not found:
         raise InputError(f"{label}: no DICOM files found" + (f" ({len(skipped)} unreadable files)" if skipped else ""))
+    if broken and not skip_unreadable:
+        p, why = broken[0]
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise InputError(f"{label}: {p.name}{more} is not a readable DICOM file ({why}); the volume would miss "
+                         "slices. Remove it, or pass --skip-unreadable to go on without it")
 
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     for p, ds in found:
@@ -282,12 +354,18 @@ def _load_dicom_folder(folder: Path, series_uid: str | None, label: str) -> Load
 
     items = series[chosen_uid]
     warnings: list[str] = []
-    if skipped:
-        warnings.append(f"{len(skipped)} non-DICOM or unreadable files were skipped")
+    if broken:
+        warnings.append(f"skipped {len(broken)} unreadable DICOM file(s) (--skip-unreadable): "
+                        + ", ".join(p.name for p, _ in broken[:5]) + (", …" if len(broken) > 5 else ""))
+    if len(skipped) > len(broken):
+        warnings.append(f"{len(skipped) - len(broken)} non-DICOM files were skipped")
     others = [s for s in summaries if s.series_uid != chosen_uid]
     n_ct = len(ct_series)
     if n_ct > 1 and series_uid is None:
-        warnings.append(f"{n_ct} CT series in the folder; chose the one with most slices ({len(items)})")
+        listing = "; ".join(f"{s.series_uid} ({s.n_files} slices{', ' + s.description if s.description else ''})"
+                            for s in summaries if s.series_uid in ct_series and s.series_uid != chosen_uid)
+        warnings.append(f"{n_ct} CT series in the folder; chose {chosen_uid} with the most slices ({len(items)}); "
+                        f"the others: {listing}; pick one with --series UID")
 
     source, geometry_notes = _sorted_ct_slices(items, label)
     warnings += geometry_notes
@@ -519,7 +597,10 @@ def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable pixel data"
-        raise InputError(f"{label}: a slice's pixel data is truncated or unreadable ({msg[:160]})") from None
+        bad = _first_unreadable_slice(source.files)
+        which = f"slice {bad.name}'s" if bad is not None else "a slice's"
+        raise InputError(f"{label}: {which} pixel data is truncated or unreadable ({msg[:160]})") from None
+    _refuse_non_finite(sitk.GetArrayViewFromImage(image), label)
     n = len(source.files)
     if image.GetSize()[2] != n:
         raise InputError(f"{label}: read {image.GetSize()[2]} slices, expected {n}")
@@ -528,6 +609,25 @@ def _read_series_pixels(source: DicomSource, label: str) -> sitk.Image:
     image.SetSpacing((float(ps[1]), float(ps[0]), float(step)))
     image.SetDirection(tuple(float(v) for v in np.stack([row_dir, col_dir, normal], axis=1).ravel()))
     return image
+
+
+def _first_unreadable_slice(files: list[Path]) -> Path | None:
+    for f in files:
+        try:
+            r = sitk.ImageFileReader()
+            r.SetFileName(str(f))
+            r.Execute()
+        except RuntimeError:
+            return f
+    return None
+
+
+def _refuse_non_finite(arr: np.ndarray, what: str) -> None:
+    """NaN or infinite voxels would silently become 0 HU: refuse, naming how many."""
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise InputError(f"{what}: {bad} voxel(s) are NaN or infinite; a CT needs a number (HU) in every voxel")
 
 
 def _hu_image(hu: np.ndarray, like: sitk.Image) -> sitk.Image:
@@ -578,8 +678,63 @@ def _geometry_info(ct: LoadedCT) -> dict:
 # --------------------------------------------------------------------------------------------
 # image files
 
+HEADER_BYTES = 1 << 16  # MetaImage and NRRD headers are a few hundred bytes; ElementDataFile ends a MetaImage header
+_METAIMAGE_DATA = re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(.*?)[ \t]*\r?$", re.M | re.I)
+_NRRD_DATA = re.compile(rb"^data ?file:[ \t]*(.*?)[ \t]*\r?$", re.M | re.I)
+
+
+def image_data_file(path: str | os.PathLike) -> tuple[str, str] | None:
+    """The data file an image header names: ``("MetaImage"|"NRRD", value)``; None when the voxels are in the
+    file itself (MetaImage ``LOCAL``, an attached NRRD, NIfTI and other single-file formats)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError:
+        return None
+    if head.startswith(b"NRRD000"):
+        m = _NRRD_DATA.search(head.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0])
+        return None if m is None else ("NRRD", m.group(1).decode("utf-8", "replace"))
+    m = _METAIMAGE_DATA.search(head)
+    if m is None:
+        return None
+    value = m.group(1).decode("utf-8", "replace")
+    return None if value.upper() == "LOCAL" else ("MetaImage", value)
+
+
+def check_image_data_files(path: str | os.PathLike, *, self_contained: bool = False) -> None:
+    """Refuse an image whose header points at voxels outside the input.
+
+    A MetaImage (``.mhd``/``.mha``) or detached NRRD (``.nhdr``) header names its data file: a list of files
+    (``LIST``), a numbered pattern, a relative or absolute path.  Only one data file that resolves inside the
+    header's own folder (links followed) is accepted; with ``self_contained`` (uploads) none at all, so only
+    an ``.mha`` with ``LOCAL`` data, an attached ``.nrrd`` or a NIfTI passes.
+    """
+    p = Path(path)
+    named = image_data_file(p)
+    if named is None:
+        return
+    kind, value = named
+    if self_contained:
+        raise InputError(f"{p.name}: a {kind} header whose voxels are in another file ({value!r}); upload a "
+                         "self-contained file (.mha with LOCAL data, .nrrd with attached data, .nii.gz)")
+    parts = value.split()
+    if not value or parts[0].upper() == "LIST" or "%" in value:
+        raise InputError(f"{p.name}: the {kind} header names several data files ({value[:80]!r}); only one data "
+                         "file beside the header is read")
+    if os.path.isabs(value) or value.startswith("\\") or re.match(r"^[A-Za-z]:", value):
+        raise InputError(f"{p.name}: the {kind} header names a data file by an absolute path ({value[:80]!r}); "
+                         "only a data file in the header's own folder is read")
+    folder = p.parent.resolve()
+    data = (p.parent / value).resolve()
+    if data.parent != folder and folder not in data.parents:
+        raise InputError(f"{p.name}: the {kind} header's data file {value[:80]!r} lies outside the header's folder "
+                         "(by '..' or a link); refused")
+
+
 
 def _load_image_file(path: Path, label: str) -> LoadedCT:
+    check_image_data_files(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -602,6 +757,7 @@ def _load_image_file(path: Path, label: str) -> LoadedCT:
     arr = sitk.GetArrayFromImage(image)
     if not np.issubdtype(arr.dtype, np.number) or arr.size == 0:
         raise InputError(f"{path.name}: no numeric voxel data")
+    _refuse_non_finite(arr, path.name)
     lo, hi = float(np.percentile(arr, 0.5)), float(np.percentile(arr, 99.5))
     if lo > -200 or hi > 5000:
         raise InputError(
@@ -815,6 +971,10 @@ def _place_seg_voxels(sij: np.ndarray, affine: np.ndarray, vol: Volume) -> np.nd
 def load_label(path: str | os.PathLike, ct: LoadedCT, value: int | None = None) -> np.ndarray:
     """A label image (NIfTI/NRRD/MHA) as a mask on the CT's grid: voxels == ``value`` or, by default, > 0."""
     p = Path(path)
+    try:
+        check_image_data_files(p)
+    except InputError as exc:
+        raise ContourError(str(exc)) from None
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:

@@ -124,6 +124,8 @@ class Voting(RaterAccess):
             raise StudyError(f"comment must be at most {MAX_COMMENT} characters")
         if isinstance(item_id, bool) or not isinstance(item_id, int):
             raise StudyError(f"item id must be an integer, got {item_id!r}")
+        if not 0 < item_id < 2**63:  # SQLite's integers are 64-bit
+            raise StudyError(f"item id {str(item_id)[:30]} is out of range: no such item")
         with self.transaction() as conn:
             self._check_session(conn, session)
             row = conn.execute(
