@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT   ?= 8501
 
-.PHONY: setup run test chromium orthanc bench clean
+.PHONY: setup run test screenshots chromium orthanc bench clean
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ run: setup
 
 test: setup chromium dicom3tools orthanc
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the README's viewer screenshots (docs/viewer-*.png); `make test` writes its screenshots to a temporary folder
+screenshots: setup chromium
+	LUNGSEG_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser_viewer.py
 
 bench: setup chromium
 	$(BIN)/python benchmarks/bench_lungs.py

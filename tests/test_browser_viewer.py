@@ -1,6 +1,8 @@
 """The viewer component in a real browser: a `streamlit run` server on a free localhost port and headless Chromium."""
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs"
+# screenshots go to a temporary folder; `make screenshots` sets LUNGSEG_SCREENSHOTS=docs to refresh the README's
+DOCS = Path(os.environ.get("LUNGSEG_SCREENSHOTS") or tempfile.mkdtemp(prefix="lungseg-screenshots-"))
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 LONG = 240_000  # a cold LUNG1-001 open on a loaded 2-core machine
