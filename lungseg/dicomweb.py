@@ -492,6 +492,7 @@ def fetch_series(url: str, cache_root: str | os.PathLike | None = None, say: Pro
     tmp = storage.part_folder(root)  # removed on any failure; one left by a killed process goes at the next enforce
     try:
         pacs.retrieve(ref, tmp, uids, say)
+        storage.make_tree_private(tmp)
         storage.write_private(tmp / MANIFEST, json.dumps({"url": ref.url, "instances": len(uids),
                                                           "identity": identity}).encode())
         try:

@@ -134,7 +134,12 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str |
         return _load_dicom_folder(p, series_uid, name, skip_unreadable)
     lower = p.name.lower()
     if lower.endswith(".zip"):
-        return _load_dicom_folder(extract_zip(p, unzip_into), series_uid, name, skip_unreadable)
+        folder = extract_zip(p, unzip_into)
+        try:
+            return _load_dicom_folder(folder, series_uid, name, skip_unreadable)
+        except InputError:
+            shutil.rmtree(folder, ignore_errors=True)  # a refused series is not kept
+            raise
     if lower.endswith(IMAGE_SUFFIXES):
         return _load_image_file(p, name)
     if lower.endswith(".dcm") or _is_dicom_file(p):
@@ -310,6 +315,8 @@ def _scan(folder: Path, pixels: bool) -> tuple[list[tuple[Path, pydicom.Dataset]
                 continue
             if "SOPClassUID" not in ds and "Modality" not in ds:
                 skipped.append(f"{p.name}: not a DICOM object")
+                if _is_dicom_file(p):  # says it is DICOM, but holds no object: damaged
+                    broken.append((p, "no DICOM object in it"))
                 continue
             found.append((p, ds))
     return found, skipped, broken
@@ -733,8 +740,67 @@ def check_image_data_files(path: str | os.PathLike, *, self_contained: bool = Fa
 
 
 
+_NIFTI_FLOATS = {16: "<f4", 64: "<f8"}
+
+
+def _nifti_layout(head: bytes) -> tuple[str, int, int, int] | None:
+    """(byte order, datatype, voxel offset, data bytes) of a NIfTI-1 or NIfTI-2 header; None if not NIfTI."""
+    for order in ("<", ">"):
+        size = int(np.frombuffer(head[:4], order + "i4")[0]) if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348:
+            dim = np.frombuffer(head[40:56], order + "i2")
+            datatype, bitpix = (int(v) for v in np.frombuffer(head[70:74], order + "i2"))
+            offset = int(np.frombuffer(head[108:112], order + "f4")[0])
+        elif size == 540 and len(head) >= 540:
+            datatype, bitpix = (int(v) for v in np.frombuffer(head[12:16], order + "i2"))
+            dim = np.frombuffer(head[16:80], order + "i8")
+            offset = int(np.frombuffer(head[168:176], order + "i8")[0])
+        else:
+            continue
+        n = int(np.prod([max(1, int(d)) for d in dim[1:1 + max(1, min(7, int(dim[0])))]], dtype=np.int64))
+        return order, datatype, offset, n * max(1, bitpix) // 8
+    return None
+
+
+def _check_nifti(path: Path) -> None:
+    """A NIfTI whose voxel data is cut short, or holds NaN/infinite values, is refused: SimpleITK reads the
+    first as zeros and turns the second into 0 HU, without a word."""
+    import gzip
+
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            layout = _nifti_layout(f.read(540))
+    except (OSError, EOFError):
+        return  # not readable as NIfTI: the image reader says so
+    if layout is None:
+        return
+    order, datatype, offset, nbytes = layout
+    need = offset + nbytes
+    if gz:
+        with open(path, "rb") as f:  # a complete single-member gzip ends with the data size (mod 2^32)
+            f.seek(-4, os.SEEK_END)
+            complete = int.from_bytes(f.read(4), "little") == need % 2**32
+    else:
+        complete = path.stat().st_size >= need
+    if complete and datatype not in _NIFTI_FLOATS:
+        return
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            f.seek(offset)
+            data = f.read(nbytes + 1)
+    except (OSError, EOFError):
+        data = b""
+    if len(data) < nbytes:
+        raise InputError(f"{path.name}: the image data is truncated ({len(data)} of {nbytes} bytes)")
+    if datatype in _NIFTI_FLOATS:
+        _refuse_non_finite(np.frombuffer(data[:nbytes], order + _NIFTI_FLOATS[datatype][1:]), path.name)
+
+
 def _load_image_file(path: Path, label: str) -> LoadedCT:
     check_image_data_files(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
