@@ -3,7 +3,8 @@
 Every folder that holds patient data is listed by :func:`patient_data_folders`: the result cache
 (``$LUNGSEG_RESULT_CACHE`` or ``$LUNGSEG_CACHE/results``, with the PACS series retrieved into its ``dicomweb/``),
 the unzipped DICOM series (``$LUNGSEG_CACHE/unzipped``), scratch folders of ``--no-cache`` runs
-(``$LUNGSEG_CACHE/scratch``) and the app's uploads, results and viewer files (``$LUNGSEG_APP_CACHE``).
+(``$LUNGSEG_CACHE/scratch``) and the app's uploads, results and viewer files (``$LUNGSEG_APP_CACHE``, default
+``$LUNGSEG_CACHE/app``).
 One :class:`RetentionPolicy` covers them all: entries (a file of the result cache, a series folder, an
 upload, a case's viewer folder) not used for ``LUNGSEG_RETENTION_DAYS`` days (default 7) are removed, and
 least recently used entries go until the whole is within ``LUNGSEG_DISK_CACHE_MB`` (default 5120).
@@ -44,8 +45,9 @@ def result_cache_root() -> Path:
 
 
 def app_cache_root() -> Path:
-    """The app's folder (``$LUNGSEG_APP_CACHE``, default ``data/cache`` of the checkout)."""
-    return Path(os.environ.get("LUNGSEG_APP_CACHE") or Path(__file__).resolve().parents[1] / "data" / "cache")
+    """The app's folder (``$LUNGSEG_APP_CACHE``, default ``$LUNGSEG_CACHE/app``): outside the checkout or the
+    installed package, beside the rest of the patient data."""
+    return Path(os.environ.get("LUNGSEG_APP_CACHE") or cache_root() / "app")
 
 
 # --------------------------------------------------------------------------------------------
