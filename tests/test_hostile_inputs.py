@@ -166,36 +166,34 @@ def _ct_values(shape=(4, 16, 16)) -> np.ndarray:
     return a
 
 
+HEADERS = {  # kind: (writer, header file, its data file)
+    "mhd-relative": (_metaimage, "ct.mhd", "../secret.raw"),
+    "mhd-absolute": (_metaimage, "ct.mhd", "{secret}"),
+    "mhd-pattern": (_metaimage, "ct.mhd", "../secret%d.raw 0 0 1"),
+    "mha-relative": (_metaimage, "ct.mha", "../secret.raw"),
+    "nhdr-relative": (_nrrd, "ct.nhdr", "../secret.raw"),
+    "nrrd-absolute": (_nrrd, "ct.nrrd", "{secret}"),
+    "nhdr-list": (_nrrd, "ct.nhdr", "LIST"),
+}
+
+
 def build(kind: str, tmp: Path) -> str:
     """The input of one hostile kind, made under ``tmp/in`` (the secret lies at ``tmp/secret.raw``)."""
     d = tmp / "in"
     secret = tmp / "secret.raw"
-    if kind == "mhd-relative":
-        return str(_metaimage(d / "ct.mhd", "../secret.raw"))
-    if kind == "mhd-absolute":
-        return str(_metaimage(d / "ct.mhd", str(secret)))
+    if kind in HEADERS:
+        write, name, data_file = HEADERS[kind]
+        return str(write(d / name, data_file.format(secret=secret)))
     if kind == "mhd-list":
         p = _metaimage(d / "ct.mhd", "LIST 2D")
         p.write_text(p.read_text() + "../secret.raw\n")
         return str(p)
-    if kind == "mhd-pattern":
-        return str(_metaimage(d / "ct.mhd", "../secret%d.raw 0 0 1"))
     if kind == "mhd-link-out":
         os.symlink(secret, d / "ct.raw")
         return str(_metaimage(d / "ct.mhd", "ct.raw"))
-    if kind == "mha-relative":
-        return str(_metaimage(d / "ct.mha", "../secret.raw"))
     if kind == "mhd-lowercase-key":
         p = d / "ct.mhd"
-        p.write_text("ObjectType = Image\nNDims = 3\nDimSize = 16 16 4\nElementType = MET_SHORT\n"
-                     "elementdatafile = ../secret.raw\n")
-        return str(p)
-    if kind == "nhdr-relative":
-        return str(_nrrd(d / "ct.nhdr", "../secret.raw"))
-    if kind == "nrrd-absolute":
-        return str(_nrrd(d / "ct.nrrd", str(secret)))
-    if kind == "nhdr-list":
-        p = _nrrd(d / "ct.nhdr", "LIST")
+        p.write_text(_metaimage(p, "x").read_text().replace("ElementDataFile = x", "elementdatafile = ../secret.raw"))
         return str(p)
     if kind == "zip-empty":
         return str(_zip(d / "empty.zip", {}))
