@@ -85,7 +85,10 @@ def cmd_evaluate_lesions(args) -> int:
 
 
 def cmd_train_lesion(args) -> int:
+    from lungseg.cli.common import check_output
     from lungseg.lesion.train import main
+
+    check_output(args.out, suffixes=(".pt",))
 
     return main(args)
 

@@ -48,7 +48,10 @@ def cmd_segment(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from lungseg.cli.common import check_output
     from lungseg.tumour.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
+
+    check_output(args.out, suffixes=(".pt",))  # before hours of training, not after
     from lungseg.tumour.train import TrainConfig, plot_history, train
     from lungseg.tumour.unet import UNetConfig
 
