@@ -134,11 +134,12 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None, label: str |
         return _load_dicom_folder(p, series_uid, name, skip_unreadable)
     lower = p.name.lower()
     if lower.endswith(".zip"):
-        folder = extract_zip(p, unzip_into)
+        folder, fresh = unpack_zip(p, unzip_into)
         try:
             return _load_dicom_folder(folder, series_uid, name, skip_unreadable)
         except InputError:
-            shutil.rmtree(folder, ignore_errors=True)  # a refused series is not kept
+            if fresh:  # a series refused as it came is not kept (one opened before may be in use elsewhere)
+                shutil.rmtree(folder, ignore_errors=True)
             raise
     if lower.endswith(IMAGE_SUFFIXES):
         return _load_image_file(p, name)
@@ -211,6 +212,12 @@ def check_zip_members(name: str, members: list[zipfile.ZipInfo], archive_bytes: 
 
 def extract_zip(path: Path, into: Path | None = None) -> Path:
     """Extract a DICOM zip safely and return the folder: into the cache (once per content), or into ``into``.
+    See :func:`unpack_zip`."""
+    return unpack_zip(path, into)[0]
+
+
+def unpack_zip(path: Path, into: Path | None = None) -> tuple[Path, bool]:
+    """(the folder of a DICOM zip's files, whether this call unpacked it); see :func:`extract_zip`.
 
     Everything is checked before a byte is written (:func:`check_zip_members`), the bytes written are
     counted against the same limit, and the folder is written as ``.part-PID-…`` and renamed when complete;
@@ -231,7 +238,7 @@ def extract_zip(path: Path, into: Path | None = None) -> Path:
         if (target / ".complete").exists():
             storage.hold(target)
             os.utime(target)  # most recently used
-            return target
+            return target, False
         storage.enforce()  # room for this one, and no partial folder of a killed run left behind
         tmp = storage.part_folder(parent)
         _, max_bytes = _zip_limits()
@@ -258,7 +265,7 @@ def extract_zip(path: Path, into: Path | None = None) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; removed on any failure or interruption
     storage.hold(target)
     storage.enforce()
-    return target
+    return target, True
 
 
 # --------------------------------------------------------------------------------------------
