@@ -425,6 +425,22 @@ def test_upload_accepts_only_self_contained_files(name, make, env):
         assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
 
 
+def test_data_folder_case_cannot_reach_out_by_its_header(env):
+    """Department mode opens only cases of the data folder; a header there must not lead out of it."""
+    from lungseg.case import CaseSource, NoCache, open_case_progressively
+    from lungseg.errors import InputError
+    from lungseg_app import cases
+
+    header = build("mhd-relative", env)  # env/in is the data folder; the secret lies beside it, outside
+    assert [p.name for p in cases.list_data_folder(env / "in")] == ["ct.mhd"]
+    path = cases.inside_data_folder(header, env / "in")  # the path itself is inside
+    _set_old_atime(env / "secret.raw")
+    with pytest.raises(InputError, match="outside the header's folder"):
+        next(open_case_progressively(CaseSource(str(path)), cache=NoCache()))
+    if _atime_works(env):
+        assert (env / "secret.raw").stat().st_atime_ns == 0
+
+
 def test_data_file_beside_the_header_is_read(env, capsys):
     """A detached header with its data file in its own folder is a valid input (the check is not a blanket refusal)."""
     values = _ct_values(SHAPE).astype(np.int16)
@@ -455,6 +471,35 @@ def test_interrupted_unzip_leaves_no_partial_folder(env, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract_zip(Path(z))
     assert not list((env / "cache" / "unzipped").iterdir())
+
+
+def test_unzip_killed_midway_leaves_a_partial_folder_that_the_next_run_removes(env):
+    import signal
+
+    z = _series_zip(env, z=range(0, 40, 2))
+    slow = ("import sys, time, zipfile; from pathlib import Path\n"
+            "real = zipfile.ZipFile.open\n"
+            "zipfile.ZipFile.open = lambda self, *a, **k: (time.sleep(0.2), real(self, *a, **k))[1]\n"
+            "from lungseg.imaging.io import extract_zip\n"
+            "extract_zip(Path(sys.argv[1]))\n")
+    child = subprocess.Popen([sys.executable, "-c", slow, z], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    unzipped = env / "cache" / "unzipped"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(unzipped.glob(".part-*/ct/*.dcm")):
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)  # killed in the middle of the unzip
+    finally:
+        child.wait(timeout=30)
+    left = list(unzipped.glob(".part-*"))
+    assert left and not [p for p in unzipped.iterdir() if not p.name.startswith(".")]
+    rc = subprocess.run([sys.executable, "-m", "lungseg", "cache", "info"], cwd=REPO, capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert rc.returncode == 0 and all(p.exists() for p in left)  # looking does not remove anything
+    from lungseg.imaging.io import load_ct
+
+    assert load_ct(z).volume.shape[0] == 20  # the next run unzips afresh and removes the killed one's folder
+    assert not any(p.exists() for p in left)
 
 
 def test_stale_partial_folder_of_a_killed_unzip_is_removed(env):
