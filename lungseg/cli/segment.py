@@ -14,13 +14,13 @@ from lungseg.errors import LungsegError
 
 
 def cmd_segment(args) -> int:
+    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
+
+    check_output(args.out)  # before torch is imported and the model loaded
+    check_output(args.prob_out, "--prob-out")
     from lungseg.case import default_predictor, open_case_progressively
     from lungseg.cli import cache_for
-    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
     from lungseg.tumour.segment import PostProcess
-
-    check_output(args.out)
-    check_output(args.prob_out, "--prob-out")
     t0 = time.perf_counter()
     predictor = default_predictor(args.model, args.device)
     source = case_source(args, default_manual=False)
@@ -152,9 +152,9 @@ def cmd_evaluate(args) -> int:
 
     if args.cases:
         from lungseg.cli.common import check_output
-        from lungseg.tumour.datasets import discover
 
         check_output(args.csv, "--csv", suffixes=(".csv",))
+        from lungseg.tumour.datasets import discover
         from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
 
         refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
