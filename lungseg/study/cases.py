@@ -183,6 +183,16 @@ def study_case_source(metadata: Mapping[str, Any]) -> CaseSource:
     return CaseSource(str(src), automatic, ManualSource("rtstruct", None, str(roi)))
 
 
+def load_predictor(source: CaseSource):
+    """The (process-wide) predictor of a case whose automatic contour is a model's; one line if it cannot load."""
+    try:
+        return default_predictor(source.automatic.model)
+    except LungsegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
+        raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
+
+
 def check_model_version(source: CaseSource, metadata: Mapping[str, Any], predictor=None):
     """The predictor to open a study case with; refused (one line) when the installed model is not the
     version the study was set up with (the raters would see other contours)."""
@@ -190,12 +200,7 @@ def check_model_version(source: CaseSource, metadata: Mapping[str, Any], predict
     if source.automatic.kind != "model" or not recorded:
         return predictor
     if predictor is None:
-        try:
-            predictor = default_predictor(source.automatic.model)
-        except LungsegError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
-            raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
+        predictor = load_predictor(source)
     version = model_version(predictor)
     if version != recorded:
         raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
@@ -284,3 +289,43 @@ def automatic_label(metadata: Mapping[str, Any]) -> str:
         text = f"stand-in: {text}"
     version = metadata.get("model_version")
     return f"{text} ({version})" if version and version not in text else text
+
+
+def model_seconds(case: Case, predictor) -> float:
+    """The automatic model's own time on an opened case, measured afresh (no cache): the lung region and the
+    tumour model from the loaded CT, as a user waits for them when a case is first segmented."""
+    import time
+
+    from lungseg.lungs import LungParams, isolate
+    from lungseg.tumour.segment import PostProcess
+
+    t0 = time.perf_counter()
+    lungs = isolate(case.volume, LungParams())
+    predictor.predict(case.volume, lungs, PostProcess())
+    return time.perf_counter() - t0
+
+
+def contouring_case(case_id: str, source: CaseSource, predictor=None, *, metadata: Mapping[str, Any] | None = None,
+                    **open_kwargs):
+    """Open a case for a contouring study: its grid, the automatic contour the assisted arm starts from
+    (packed), and, when that contour is the model's, the model's own time on it (:func:`model_seconds`;
+    the ``model`` arm of the report).  Returns a :class:`~lungseg.study.readings.ContouringCase`."""
+    from lungseg.maskcodec import pack
+    from lungseg.study.readings import ContouringCase
+
+    if source.automatic.kind == "model" and predictor is None:
+        predictor = load_predictor(source)
+    spec, case = study_case(case_id, source, predictor, metadata=metadata, **open_kwargs)
+    automatic = case.automatic
+    seconds = version = None
+    if source.automatic.kind == "model":
+        seconds, version = model_seconds(case, predictor), automatic.version
+    v = case.volume
+    return ContouringCase(
+        case_id=spec.case_id, grid_shape=tuple(v.shape), spacing_zyx=tuple(v.spacing_zyx),
+        automatic=pack(automatic.mask) if automatic is not None and automatic.mask.any() else None,
+        model_seconds=seconds, model_version=version,
+        metadata={**dict(spec.metadata.extra), "slices": list(spec.slices),
+                  "slice_thickness_mm": spec.metadata.slice_thickness_mm,
+                  "tumour_volume_ml": spec.metadata.tumour_volume_ml, "location": spec.metadata.location},
+    )

@@ -244,8 +244,59 @@ _V5 = [
         data BLOB NOT NULL)""",
 ]
 
-#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# v8: contouring studies (readers contour cases in arms ``scratch`` and ``assisted``; see
+# :mod:`lungseg.study.readings`).  ``studies.kind`` tells a contouring study from a preference study.  Each
+# reader's planned readings are rows of ``contouring_readings`` (case, arm, first reading or repeat, session and
+# position in the reader's sequence), with the draft while it is being contoured (resumable) and, once submitted,
+# its active time and mask (in ``lesion_masks`` by digest; an empty mask has no digest and ``mask_voxels`` 0).
+# ``contouring_sessions`` records when a reader opened each session (two readings of a case are kept sessions
+# and days apart); ``contouring_model_times`` the automatic model's own time per case (the ``model`` arm).
+_V8 = [
+    "ALTER TABLE studies ADD COLUMN kind TEXT NOT NULL DEFAULT 'preference' "
+    "CHECK (kind IN ('preference', 'contouring'))",
+    """CREATE TABLE contouring_readings (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL,
+        rater_id INTEGER NOT NULL,
+        case_id INTEGER NOT NULL,
+        arm TEXT NOT NULL CHECK (arm IN ('scratch', 'assisted')),
+        reading INTEGER NOT NULL DEFAULT 1 CHECK (reading IN (1, 2)),
+        session INTEGER NOT NULL CHECK (session >= 1),
+        position INTEGER NOT NULL CHECK (position >= 1),
+        started_at TEXT,
+        draft_digest TEXT REFERENCES lesion_masks(digest),
+        draft_active_s REAL CHECK (draft_active_s IS NULL OR draft_active_s >= 0),
+        submitted_at TEXT,
+        active_s REAL CHECK (active_s IS NULL OR active_s >= 0),
+        mask_digest TEXT REFERENCES lesion_masks(digest),
+        mask_voxels INTEGER CHECK (mask_voxels IS NULL OR mask_voxels >= 0),
+        origin TEXT NOT NULL DEFAULT 'app' CHECK (origin IN ('app', 'import')),
+        UNIQUE (rater_id, case_id, arm, reading),
+        UNIQUE (rater_id, position),
+        CHECK ((mask_digest IS NULL) OR (mask_voxels > 0)),
+        FOREIGN KEY (rater_id, study_id) REFERENCES raters(id, study_id),
+        FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id))""",
+    "CREATE INDEX contouring_readings_by_study ON contouring_readings (study_id, rater_id, position)",
+    """CREATE TABLE contouring_sessions (
+        rater_id INTEGER NOT NULL REFERENCES raters(id),
+        session INTEGER NOT NULL CHECK (session >= 1),
+        opened_at TEXT NOT NULL,
+        PRIMARY KEY (rater_id, session))""",
+    """CREATE TABLE contouring_model_times (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL,
+        case_id INTEGER NOT NULL,
+        seconds REAL NOT NULL CHECK (seconds >= 0),
+        model_version TEXT,
+        origin TEXT NOT NULL DEFAULT 'app' CHECK (origin IN ('app', 'import')),
+        recorded_at TEXT NOT NULL,
+        UNIQUE (case_id, origin),
+        FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id))""",
+]
+
+#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.  (``_V6`` and ``_V7`` come from
+#: the editing and another branch; the steps are ordered when those branches are merged.)
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
