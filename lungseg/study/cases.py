@@ -326,6 +326,7 @@ def contouring_case(case_id: str, source: CaseSource, predictor=None, *, metadat
         automatic=pack(automatic.mask) if automatic is not None and automatic.mask.any() else None,
         model_seconds=seconds, model_version=version,
         metadata={**dict(spec.metadata.extra), "slices": list(spec.slices),
+                  "automatic_empty": automatic is not None and not automatic.mask.any(),
                   "slice_thickness_mm": spec.metadata.slice_thickness_mm,
                   "tumour_volume_ml": spec.metadata.tumour_volume_ml, "location": spec.metadata.location},
     )

@@ -467,10 +467,10 @@ class Contouring(Reviewing):
                  "spacing_zyx": r["metadata"].get("spacing_zyx"),
                  "automatic_digest": r["metadata"].get("automatic_digest"), "metadata": r["metadata"]} for r in rows]
 
-    def stored_mask(self, digest: str, shape: Sequence[int] | None = None) -> np.ndarray:
-        """A stored mask by digest, as a full-grid bool array."""
+    def packed_mask(self, digest: str) -> PackedMask:
+        """A stored mask by digest (the report unpacks only the boxes it compares)."""
         with self.locked() as conn:
-            return unpack(self._packed(conn, digest), None if shape is None else tuple(shape))
+            return self._packed(conn, digest)
 
 
 __all__ = ["ARMS", "ContouringCase", "ContouringProgress", "Contouring", "ReadingView", "SubmittedReading"]
