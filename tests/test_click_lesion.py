@@ -12,7 +12,7 @@ from lungseg.errors import InputError
 from lungseg.maskcodec import PackedMask, pack, unpack
 from lungseg.study import AddedLesion, ContourDecision, StudyStore
 from lungseg.study.design import StudyError
-from lungseg.study.store import SCHEMA_VERSION, migrate
+from lungseg.study.store import MIGRATIONS, SCHEMA_VERSION, migrate
 
 
 def test_packed_mask_round_trip_is_exact_and_compact(data_dir):
@@ -52,7 +52,7 @@ def test_store_keeps_added_lesions_and_migrates_a_v4_database(tmp_path):
     assert migrate(conn, target=4) == 4
     conn.close()
     with StudyStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
         old = s.record_case_review("k", "K", "local user", [ContourDecision("automatic", True)])
         assert old.added == ()
         m = np.zeros((5, 6, 7), bool)

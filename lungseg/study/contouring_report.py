@@ -276,7 +276,7 @@ def build_contouring_report(
     case_info = {str(c["case_id"]): c for c in cases}
     readers = list(dict.fromkeys(r.reader for r in all_readings))
     first = [r for r in all_readings if r.reading == 1]
-    every_case = list(dict.fromkeys([r.case for r in all_readings] + list(model)))
+    every_case = list(dict.fromkeys([*case_info, *(r.case for r in all_readings), *model]))  # study order
     arms = [a for a in ARMS if any(r.arm == a and r.seconds is not None for r in first)]
     timed = {(r.reader, r.case, r.arm) for r in first if r.seconds is not None}
     complete = [c for c in every_case if arms and all((w, c, a) in timed for w in readers for a in arms)]
