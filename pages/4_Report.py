@@ -10,6 +10,11 @@ st.title("Study report")
 admin = auth.require_admin()
 store = study_ui.get_store()
 study = study_ui.pick_study(store, key="report_study")
+if study.kind == "contouring":
+    from lungseg_app import contouring_report_ui
+
+    contouring_report_ui.show(store, study, admin)
+    st.stop()
 pseudo = st.checkbox("Pseudonymise raters (R001, …)", value=True, key="report_pseudo")
 
 try:
