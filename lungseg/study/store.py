@@ -15,7 +15,8 @@ makes a second vote on an item impossible (:meth:`StudyStore.cast_vote` returns 
 - :mod:`.studies`: studies, cases, items;
 - :mod:`.raters`: raters, invitations and links, rater and admin session checks;
 - :mod:`.votes`: the rating task and the votes table;
-- :mod:`.reviews`: clinical verdicts on study cases and accept/reject reviews of any case.
+- :mod:`.reviews`: clinical verdicts on study cases and accept/reject reviews of any case;
+- :mod:`.structures`: versions of a case's structures, decisions on them, editing activity.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lungseg.study.schema import (
     schema_version,
     utc_now,
 )
+from lungseg.study.structures import Structuring
 from lungseg.study.studies import Study
 from lungseg.study.votes import ItemView, Progress, Vote
 
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class StudyStore(Reviewing):
+class StudyStore(Structuring):
     """The preference-study database (and the clinical reviews of any case).
 
     ``path`` defaults to :func:`default_db_path`; ``":memory:"`` gives a throw-away database.
