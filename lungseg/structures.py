@@ -112,6 +112,17 @@ def kind_of(name: str) -> str:
     return "other"
 
 
+def automatic_algorithm(case) -> tuple[str, str]:
+    """(name, version) of what made the case's automatic contour: this lungseg's U-Net and its model version,
+    or the file another tool wrote."""
+    kind = case.source.automatic.kind
+    if kind == "model":
+        return MODEL_ALGORITHM, str(case.automatic.version or "unknown")
+    if kind == "file":
+        return f"external tool, {Path(str(case.source.automatic.path)).name}"[:64], "unknown"
+    return "lungseg stand-in (demo only)", "none"
+
+
 def _check_name(name: str) -> str:
     n = " ".join(str(name or "").split())
     if not n or len(n) > 64 or "\\" in n:
@@ -355,7 +366,7 @@ def create_structure(store, case, author, name: str, kind: str, start: Any = "em
         provenance = "AUTOMATIC"
         origin = ("automatic contour" if not numbers else
                   f"automatic lesion{'s' if len(numbers) > 1 else ''} {', '.join(map(str, sorted(numbers)))}")
-        algorithm, algorithm_version = MODEL_ALGORITHM, str(case.automatic.version or case.automatic.name)
+        algorithm, algorithm_version = automatic_algorithm(case)
     elif isinstance(start, (tuple, list)) and len(start) == 2 and start[0] == "manual":
         mask, provenance, origin = _source_mask(case, str(start[1])), "MANUAL", f"manual ROI {start[1]}"
     elif isinstance(start, (tuple, list)) and len(start) in (4, 5) and start[0] == "mask":
@@ -537,7 +548,8 @@ def store_edit(store, case, author, name: str, base_version: int, mask: np.ndarr
     elif provenance == "MANUAL":
         algo, algo_version = "", ""
     else:
-        first = base.algorithm if base is not None else (MODEL_ALGORITHM if name == AUTOMATIC_NAME else "")
+        first = base.algorithm if base is not None else (automatic_algorithm(case)[0] if name == AUTOMATIC_NAME
+                                                         else "")
         algo = f"{first} + {EDIT_ALGORITHM}" if first and EDIT_ALGORITHM not in first else first or EDIT_ALGORITHM
         algo_version = __version__
     kind = base.kind if base is not None else ("GTV" if name == AUTOMATIC_NAME else kind_of(name))
@@ -675,8 +687,7 @@ def _accepted_original(case, name: str, lesions: tuple[int, ...] | None) -> Acce
     if name == AUTOMATIC_NAME:
         mask = _source_mask(case, name, lesions)
         origin = "automatic contour" if lesions is None else f"automatic lesion(s) {', '.join(map(str, lesions))}"
-        return AcceptedStructure(name, mask, "AUTOMATIC", MODEL_ALGORITHM,
-                                 str(case.automatic.version or case.automatic.name), origin, 0, colour_of(name))
+        return AcceptedStructure(name, mask, "AUTOMATIC", *automatic_algorithm(case), origin, 0, colour_of(name))
     return AcceptedStructure(name, _source_mask(case, name), "MANUAL", "", "", f"manual ROI {name}", 0,
                              colour_of(name))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lungseg import review
+from lungseg import review, structures
 from lungseg.errors import InputError
 from lungseg.maskcodec import PackedMask, pack, unpack
 from lungseg.study import AddedLesion, ContourDecision, StudyStore
@@ -52,7 +52,7 @@ def test_store_keeps_added_lesions_and_migrates_a_v4_database(tmp_path):
     assert migrate(conn, target=4) == 4
     conn.close()
     with StudyStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         old = s.record_case_review("k", "K", "local user", [ContourDecision("automatic", True)])
         assert old.added == ()
         m = np.zeros((5, 6, 7), bool)
@@ -119,24 +119,39 @@ def test_added_lesion_is_recorded_reloaded_exported_and_removable(lung1_001_case
     rows = review.added_lesion_rows(case, latest)
     assert rows[0]["lesion"] == "C1" and rows[0]["how"] == "added by click" and rows[0]["side"] == case.manual.lesions[0]["side"]
 
-    masks = review.accepted_masks(case, latest)
-    assert set(masks) == {review.AUTOMATIC_ROI, "GTV-1"}
-    assert np.array_equal(masks[review.AUTOMATIC_ROI], result.mask)  # automatic rejected: the added lesion only
+    with StudyStore(db) as store:
+        masks = structures.accepted_structures(store, case)
+    # the clicked lesion is its own structure (C1, SEMIAUTOMATIC), never merged into the rejected GTV-auto
+    assert list(masks) == ["GTV-1", "C1"]
+    assert np.array_equal(masks["C1"].mask, result.mask) and masks["C1"].provenance == "SEMIAUTOMATIC"
     out = tmp_path / "auto.nii.gz"
-    (path,) = review.export_accepted(case, latest, "nifti", out, contour="automatic")
+    (path,) = structures.export_structures(case, masks, "nifti", out, names=["C1"])
     exported = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
     assert np.array_equal(exported, sitk.GetArrayFromImage(case.ct.mask_to_source(result.mask)) > 0)
 
     with StudyStore(db) as store:
         kept = review.record(store, case, "dr second", {"automatic"}, [1])  # a later decision keeps it
         assert [a.label for a in kept.added] == ["C1"]
-        both = review.accepted_masks(case, kept)[review.AUTOMATIC_ROI]
-        assert np.array_equal(both, case.automatic.lesion_mask([1]) | result.mask)
+        accepted = structures.accepted_structures(store, case)
+        assert np.array_equal(accepted["GTV-auto"].mask, case.automatic.lesion_mask([1]))
+        assert np.array_equal(accepted["C1"].mask, result.mask) and "GTV-1" not in accepted
         with pytest.raises(InputError, match="no added lesion C2"):
             review.remove_added_lesion(store, case, "dr second", 2)
         removed = review.remove_added_lesion(store, case, "dr second", 1)
         assert removed.added == () and removed.decision("automatic").lesions == (1,)
-        assert np.array_equal(review.accepted_masks(case, removed)[review.AUTOMATIC_ROI], case.automatic.lesion_mask([1]))
+        assert list(structures.accepted_structures(store, case)) == ["GTV-auto"]
+
+
+def test_removing_the_only_added_lesion_records_no_rejection(lung1_001_case, gtv_click, tmp_path):
+    """Issue 22: removing an added lesion used to record "automatic: rejected; manual: rejected"."""
+    case, result = lung1_001_case, gtv_click
+    with StudyStore(tmp_path / "r.db") as store:
+        review.add_lesion(store, case, "dr click", result.mask, result.point_mm)
+        removed = review.remove_added_lesion(store, case, "dr click", 1)
+        assert removed.decisions == () and removed.added == ()
+        assert store.structure_decisions(case.key) == []
+        assert {s.name: s.decision for s in structures.case_structures(store, case)}["GTV-auto"] is None
+        assert structures.accepted_structures(store, case) == {}
 
 
 def test_added_lesion_goes_into_seg_with_the_manual_contour(lung1_001_case, gtv_click, tmp_path):
@@ -146,7 +161,8 @@ def test_added_lesion_goes_into_seg_with_the_manual_contour(lung1_001_case, gtv_
     case, result = lung1_001_case, gtv_click
     with StudyStore(tmp_path / "r.db") as store:
         latest = review.add_lesion(store, case, "dr click", result.mask, result.point_mm)
-    assert latest.decisions == ()
-    (path,) = review.export_accepted(case, latest, "seg", tmp_path / "added-seg.dcm")
-    back = load_seg(path, with_dicom_headers(case.ct), review.AUTOMATIC_ROI)
+        assert latest.decisions == ()
+        (path,) = structures.export_structures(case, structures.accepted_structures(store, case), "seg",
+                                               tmp_path / "added-seg.dcm")
+    back = load_seg(path, with_dicom_headers(case.ct), "C1")
     assert np.array_equal(back, sitk.GetArrayFromImage(case.ct.mask_to_source(result.mask)) > 0)
