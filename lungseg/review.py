@@ -170,22 +170,6 @@ def remove_added_lesion(store, case, reviewer, number: int, comment: str = ""):
                                     source=case.source.as_dict(), added=after, allow_empty=True)
 
 
-def added_mask(case, review) -> np.ndarray | None:
-    """The union of the review's lesions added by click on the case's grid, or None if it has none."""
-    from lungseg.maskcodec import unpack_box
-
-    if not review.added:
-        return None
-    shape = tuple(case.volume.shape)
-    out = np.zeros(shape, dtype=bool)
-    for a in review.added:
-        if tuple(a.mask.shape) != shape:
-            raise InputError(f"{case.label}: added lesion {a.label} was drawn on a grid of {tuple(a.mask.shape)}, "
-                             f"not this case's {shape}")
-        out[a.mask.box_slices] |= unpack_box(a.mask)
-    return out
-
-
 def added_lesion_rows(case, review) -> list[dict]:
     """One row per lesion added by click, in the lesion table's terms (``lesion`` is ``"C1"``, ...)."""
     from lungseg.maskcodec import unpack_box

@@ -237,7 +237,7 @@ def test_migration_from_v3_keeps_verdicts_and_adds_case_reviews(tmp_path):
     assert "case_review_id" not in [r[1] for r in conn.execute("PRAGMA table_info(reviews)")]
     conn.close()
     with StudyStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         row = s.latest_review("old", "K1")
         assert (row["accepted_source"], row["rater_name"], row["rater_group"], row["case_review_id"]) == (
             "manual", "alice", "Radiologist", None)
