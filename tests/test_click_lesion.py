@@ -166,3 +166,49 @@ def test_added_lesion_goes_into_seg_with_the_manual_contour(lung1_001_case, gtv_
                                                tmp_path / "added-seg.dcm")
     back = load_seg(path, with_dicom_headers(case.ct), "C1")
     assert np.array_equal(back, sitk.GetArrayFromImage(case.ct.mask_to_source(result.mask)) > 0)
+
+
+@pytest.fixture(scope="module")
+def lung1_003_volume(load_case):
+    ct, _ = load_case("LUNG1-003")
+    return ct.volume
+
+
+def test_click_in_the_neck_is_flagged_with_its_extent(lung1_003_volume):
+    """Issue 22: LUNG1-003, viewer slice 84 (1-based, z index 83), voxel x 322, y 202 (supraclavicular):
+    a 1,425 ml "lesion" 209 mm across used to be added with only "may be cut"."""
+    from lungseg.lesion import plausibility, segment_at
+
+    volume = lung1_003_volume
+    click = (83, 202, 322)
+    result = segment_at(volume, volume.index_to_physical([click])[0])
+    assert result.found and result.volume_ml > 300
+    warnings = plausibility(result, click)
+    assert any("more than 300 ml" in w for w in warnings)
+    assert any("more than 12 cm" in w for w in warnings)
+    ex, ey, ez = result.extent_mm
+    assert max(ex, ey, ez) > 120 and f"{ez:.0f} mm" in result.summary()  # the 3-D extent is stated
+    assert "more than 300 ml" in result.summary()
+
+
+def test_click_in_normal_lung_says_no_lesion_here(lung1_003_volume):
+    """Issue 22: slice 51 (z index 50), x 150, y 250, -762 HU: a 0.6 ml lesion on slices 53-58 that does not
+    contain the clicked slice used to be returned; now the click says there is no lesion there."""
+    from lungseg.lesion import segment_at
+
+    volume = lung1_003_volume
+    click = (50, 250, 150)
+    assert volume.array[click] < -700  # aerated lung under the click
+    result = segment_at(volume, volume.index_to_physical([click])[0])
+    assert not result.found and not result.mask.any()
+    assert "no lesion at the click" in result.summary() and "does not contain the clicked point" in result.summary()
+
+
+def test_plausibility_accepts_a_real_tumour_clicked_inside(lung1_001_case, gtv_click):
+    from lungseg.lesion import plausibility
+
+    volume = lung1_001_case.volume
+    click = tuple(int(round(v)) for v in volume.physical_to_index(np.asarray(gtv_click.point_mm))[0])
+    assert gtv_click.found and plausibility(gtv_click, click) == []
+    outside = (click[0], 0, 0)
+    assert plausibility(gtv_click, outside) == ["it does not contain the clicked point"]
