@@ -224,18 +224,6 @@ def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, *
         raise StudyError(f"case {case_id}: {one_line(exc)}") from None
 
 
-def accepted_mask(case: Case, decisions: Sequence[Any]) -> np.ndarray:
-    """The union of the accepted contours of ``decisions`` (:class:`~lungseg.study.ContourDecision`)
-    on an opened case: whole contours, or the accepted lesions of the automatic one."""
-    out = np.zeros(case.ct.volume.shape, bool)
-    accepted = [d for d in decisions if d.accepted]
-    if not accepted:
-        raise StudyError(f"{case.label}: no contour was accepted")
-    for d in accepted:
-        out |= case.contour(d.contour).lesion_mask(d.lesions)
-    return out
-
-
 def automatic_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the automatic contours of a study's cases are (rows of ``StudyStore.cases``):
     ``{"kinds": {kind: n}, "stand_in": [case ids], "model_versions": [...]}``."""
@@ -253,29 +241,6 @@ def automatic_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if meta.get("model_version") and meta["model_version"] not in versions:
             versions.append(meta["model_version"])
     return {"kinds": kinds, "stand_in": stand_in, "model_versions": versions}
-
-
-def verdict_mask(case: Case, verdict: Mapping[str, Any], review: Any = None) -> np.ndarray:
-    """The mask a study verdict (a ``StudyStore.reviews_table`` row) accepts on the opened case.
-
-    ``review`` is the :class:`~lungseg.study.CaseReview` the verdict came from
-    (``verdict["case_review_id"]``), if any: then only its accepted lesions count, and the lesions it
-    added to the automatic contour by click.
-    """
-    source = verdict["accepted_source"]
-    if source not in ("automatic", "manual"):
-        raise StudyError(f"case {verdict['case_id']}: no contour was accepted")
-    if review is not None:
-        decided = [d for d in review.decisions if d.contour == source and d.accepted]
-        added = None
-        if source == "automatic":
-            from lungseg.review import added_mask
-
-            added = added_mask(case, review)
-        if added is None:
-            return accepted_mask(case, decided)
-        return accepted_mask(case, decided) | added if decided else added
-    return case.contour(source).mask
 
 
 def automatic_label(metadata: Mapping[str, Any]) -> str:

@@ -244,6 +244,55 @@ _V5 = [
         data BLOB NOT NULL)""",
 ]
 
+# v6: structures, their versions, per-structure decisions and editing activity (issue 22).
+# ``structure_versions``: every version of a structure of a case (a structure created in the viewer, or
+# an edit of a manual ROI / the automatic contour: the original itself is never stored or overwritten,
+# it is "version 0"); who made it, when, from which version (``parent``), how (``provenance``: the DICOM
+# ROIGenerationAlgorithm / SegmentAlgorithmType, ``origin`` in words, the algorithm's name and version) and
+# its mask (a ``lesion_masks`` digest; NULL for an empty structure).  ``structure_decisions``: accept /
+# reject per structure, or per lesion of the automatic contour (``lesion``), of one version; every decision
+# is kept, the newest counts.  ``activity``: the viewer's interaction events, for the editing effort.
+_V6 = [
+    """CREATE TABLE structure_versions (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        case_label TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        parent INTEGER CHECK (parent IS NULL OR (parent >= 0 AND parent < version)),
+        provenance TEXT NOT NULL CHECK (provenance IN ('AUTOMATIC', 'SEMIAUTOMATIC', 'MANUAL')),
+        origin TEXT NOT NULL,
+        algorithm TEXT NOT NULL DEFAULT '',
+        algorithm_version TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        shape_json TEXT NOT NULL,
+        mask_digest TEXT REFERENCES lesion_masks(digest),
+        operations INTEGER NOT NULL DEFAULT 0 CHECK (operations >= 0),
+        UNIQUE (case_key, name, version))""",
+    """CREATE TABLE structure_decisions (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        case_label TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        lesion INTEGER CHECK (lesion IS NULL OR lesion >= 1),
+        version INTEGER NOT NULL CHECK (version >= 0),
+        basis TEXT NOT NULL DEFAULT '',
+        accepted INTEGER NOT NULL CHECK (accepted IN (0, 1)),
+        reviewer TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX structure_decisions_by_case ON structure_decisions (case_key, name, id)",
+    """CREATE TABLE activity (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL)""",
+    "CREATE INDEX activity_by_case_user ON activity (case_key, user, at)",
+]
+
 # v8: contouring studies (readers contour cases in arms ``scratch`` and ``assisted``; see
 # :mod:`lungseg.study.readings`).  ``studies.kind`` tells a contouring study from a preference study.  Each
 # reader's planned readings are rows of ``contouring_readings`` (case, arm, first reading or repeat, session and
@@ -294,9 +343,9 @@ _V8 = [
         FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id))""",
 ]
 
-#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.  (``_V6`` and ``_V7`` come from
-#: the editing and another branch; the steps are ordered when those branches are merged.)
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V8]
+#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.  (``_V7`` comes from another
+#: branch; the steps are ordered when the branches are merged.)
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
