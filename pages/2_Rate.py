@@ -9,21 +9,15 @@ import time
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study import AccessDenied, AuthError, StudyError, authenticate_rater
+from lungseg.study import AccessDenied, AuthError, StudyError
 from lungseg_app import study_ui
 
 st.set_page_config(page_title="Rate", layout="wide")
 st.title("Contour comparison")
 
-token = st.query_params.get("token", "")
-if not token:
-    st.info("Open this page with the personal link you were sent.")
-    st.stop()
-
 store = study_ui.get_store()
+session, study = study_ui.signed_in_rater(store, "preference")
 try:
-    session = authenticate_rater(store, token)
-    study = store.study_for(session)
     item = store.next_item_for(session)
     progress = store.progress(session)
 except AuthError as exc:

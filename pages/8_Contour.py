@@ -10,25 +10,16 @@ from datetime import datetime
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study import AccessDenied, AuthError, StudyError, authenticate_rater
+from lungseg.study import AccessDenied, AuthError, StudyError
 from lungseg_app import contouring_ui, study_ui
 
 st.set_page_config(page_title="Contour", layout="wide", initial_sidebar_state="collapsed")
 st.markdown("<style>.block-container{padding-top:2.6rem}</style>", unsafe_allow_html=True)
 
-token = st.query_params.get("token", "")
-if not token:
-    st.title("Contouring study")
-    st.info("Open this page with the personal link you were sent.")
-    st.stop()
-
+st.title("Contouring study")
 store = study_ui.get_store()
+session, study = study_ui.signed_in_rater(store, "contouring")
 try:
-    session = authenticate_rater(store, token)
-    study = store.study_for(session)
-    if study.kind != "contouring":
-        st.info("This link belongs to a preference study: open it on the Rate page.")
-        st.stop()
     progress = store.contouring_progress(session)
     view = store.next_reading(session)
 except AuthError as exc:
@@ -36,7 +27,6 @@ except AuthError as exc:
     st.stop()
 
 if view is None:
-    st.title("Contouring study")
     if progress.finished:
         st.success(f"All {progress.total} cases are done. Thank you, {session.display_name}.")
         st.stop()

@@ -198,24 +198,21 @@ def _contouring_report(args: argparse.Namespace, store: StudyStore, name: str) -
     return 0
 
 
-def _import_times(args: argparse.Namespace) -> int:
-    from lungseg.study.contouring_import import import_times
+def _import_readings(what: str) -> Handler:
+    """The ``import-times`` (``what="times"``) or ``import-contours`` (``"contours"``) command."""
 
-    with _open(args) as store:
-        result = import_times(store, args.times, args.study, actor=_actor())
-    print(f"imported {result.imported} times into {args.study!r} ({result.already_present} already present; "
-          f"{result.readers} readers, {result.cases} cases)")
-    return 0
+    def run(args: argparse.Namespace) -> int:
+        from lungseg.study import contouring_import
 
+        load = contouring_import.import_times if what == "times" else contouring_import.import_contours
+        with _open(args) as store:
+            result = load(store, args.source, args.study, actor=_actor())
+        print(f"imported {result.imported} {what} into {args.study!r} ({result.already_present} already present; "
+              f"{result.readers} readers, {result.cases} cases)")
+        return 0
 
-def _import_contours(args: argparse.Namespace) -> int:
-    from lungseg.study.contouring_import import import_contours
-
-    with _open(args) as store:
-        result = import_contours(store, args.folder, args.study, actor=_actor())
-    print(f"imported {result.imported} contours into {args.study!r} ({result.already_present} already present; "
-          f"{result.readers} readers, {result.cases} cases)")
-    return 0
+    run.__name__ = f"_import_{what}"
+    return run
 
 
 def _study_import(args: argparse.Namespace) -> int:
@@ -332,15 +329,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("votes", metavar="VOTES.csv")
     p.add_argument("--study", required=True)
 
-    p = _leaf(s, "import-times", _import_times,
-              "import a contouring study's times from a CSV file (reader,case,seconds,arm[,reading])")
-    p.add_argument("times", metavar="TIMES.csv")
-    p.add_argument("--study", required=True)
-
-    p = _leaf(s, "import-contours", _import_contours,
-              "import a contouring study's contours from DIR/CASE/{ct.nii.gz,READER[__ARM][__2].nii.gz}")
-    p.add_argument("folder", metavar="DIR")
-    p.add_argument("--study", required=True)
+    for what, metavar, help_text in (
+            ("times", "TIMES.csv", "import a contouring study's times from a CSV file (reader,case,seconds,arm[,reading])"),
+            ("contours", "DIR", "import a contouring study's contours from DIR/CASE/{ct.nii.gz,READER[__ARM][__2].nii.gz}")):
+        p = _leaf(s, f"import-{what}", _import_readings(what), help_text)
+        p.add_argument("source", metavar=metavar)
+        p.add_argument("--study", required=True)
 
     admin = subparsers.add_parser("admin", help="admin accounts")
     a = admin.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
