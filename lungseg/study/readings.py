@@ -139,8 +139,8 @@ class Contouring(Reviewing):
         :mod:`lungseg.study.contouring_import`)."""
         name = clean_name(name, "study name")
         params = params or ContouringParams()
-        if not imported and not cases:
-            raise StudyError("a contouring study needs at least one case")
+        if not imported:  # a design that cannot be planned is refused now, not at the first invitation
+            plan_readings([c.case_id for c in cases], params, 0, "check")
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM studies WHERE name = ?", (name,)).fetchone():
                 raise StudyError(f"a study named {name!r} already exists")
