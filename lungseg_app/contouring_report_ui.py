@@ -15,10 +15,10 @@ def _s(x, unit=" s", digits=1):
     return "n/a" if x is None else f"{x:.{digits}f}{unit}"
 
 
-def show(store, study, admin) -> None:
-    """Render the report of contouring study ``study``."""
+def show(store, study, admin, pseudonymise: bool = True) -> None:
+    """Render the report of contouring study ``study`` (readers as R001, ... unless ``pseudonymise`` is off)."""
     try:
-        rep = contouring_report(store, study.id)
+        rep = contouring_report(store, study.id, pseudonymise=pseudonymise)
     except StudyError as exc:
         st.info(f"No report yet: {exc}.")
         return

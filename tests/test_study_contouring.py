@@ -206,6 +206,10 @@ def test_the_report_on_readings_made_here_equals_an_independent_computation(tmp_
     assert len(times) == 12 and len(repeats) == 2
     report = contouring_report(store, "ct")
     json.dumps(report)  # JSON-able
+    pseudo = contouring_report(store, "ct", pseudonymise=True)
+    assert pseudo["readers"] == ["R001", "R002"] and pseudo["agreement"]["intra_observer"]["summary"] == \
+        report["agreement"]["intra_observer"]["summary"]
+    assert {r["reader"] for r in pseudo["times"]["all_readings"]["per_reader"]} == {"R001", "R002"}
     ids = {r["reader"]: r["reader_name"] for r in store.readings_table("ct")}
     by_name = {name: rid for rid, name in ids.items()}
     exp = expected_report({(by_name[r], c, a): s for (r, c, a), s in times.items()}, {"c1": 2.5, "c2": 3.5, "c3": 4.5},

@@ -188,9 +188,7 @@ def _study_report(args: argparse.Namespace) -> int:
 def _contouring_report(args: argparse.Namespace, store: StudyStore, name: str) -> int:
     from lungseg.study.contouring_report import contouring_report, format_contouring_report, times_csv_text
 
-    if args.pseudonymise:
-        raise StudyError("--pseudonymise is not available for contouring studies yet")
-    report = contouring_report(store, name)
+    report = contouring_report(store, name, pseudonymise=args.pseudonymise)
     if args.csv:
         Path(args.csv).write_text(times_csv_text(report), encoding="utf-8")
         print(f"wrote the times to {args.csv}", file=sys.stderr)

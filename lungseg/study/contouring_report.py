@@ -307,10 +307,15 @@ def build_contouring_report(
     }
 
 
-def contouring_report(store: Any, study: "str | int", *,
-                      options: ContouringReportOptions = ContouringReportOptions()) -> dict[str, Any]:
-    """:func:`build_contouring_report` on a contouring study in a :class:`~lungseg.study.store.StudyStore`."""
+def contouring_report(store: Any, study: "str | int", *, options: ContouringReportOptions = ContouringReportOptions(),
+                      pseudonymise: bool = False) -> dict[str, Any]:
+    """:func:`build_contouring_report` on a contouring study in a :class:`~lungseg.study.store.StudyStore`.
+    With ``pseudonymise=True`` readers appear as ``R001``... (as in a pseudonymised vote export)."""
+    from lungseg.study.csvio import pseudonym_map
+
     st = store.study(study)
+    readings = store.readings_table(st.id)
+    names = pseudonym_map(r["reader"] for r in readings) if pseudonymise else {}
     cases = []
     for c in store.contouring_cases(st.id):
         digest = c["automatic_digest"]
@@ -318,8 +323,9 @@ def contouring_report(store: Any, study: "str | int", *,
                       "has_automatic": digest is not None or bool(c["metadata"].get("automatic_empty")),
                       "automatic": store.packed_mask(digest) if digest else None})
     rows = []
-    for r in store.readings_table(st.id):
-        rows.append({**r, "has_contour": r["mask_voxels"] is not None,
+    for r in readings:
+        rows.append({**r, "reader": names.get(r["reader"], r["reader"]), "reader_name": None if names else r["reader_name"],
+                     "has_contour": r["mask_voxels"] is not None,
                      "mask": store.packed_mask(r["mask_digest"]) if r["mask_digest"] else None})
     return build_contouring_report(rows, store.model_times(st.id), cases, options=options, study=st.name)
 
