@@ -8,7 +8,7 @@ import json
 import streamlit as st
 
 from lungseg.study import StudyError
-from lungseg.study.contouring_report import contouring_figures, contouring_report, times_csv_text
+from lungseg.study.contouring_report import agreement_csv_text, contouring_figures, contouring_report, times_csv_text
 
 
 def _s(x, unit=" s", digits=1):
@@ -68,5 +68,7 @@ def show(store, study, admin, pseudonymise: bool = True) -> None:
 
     st.download_button("Download times CSV", text.encode(), file_name=f"times-{study.id}.csv", mime="text/csv",
                        key="times_csv", on_click=_audit)
+    st.download_button("Download agreement pairs CSV", agreement_csv_text(rep).encode(),
+                       file_name=f"agreement-{study.id}.csv", mime="text/csv", key="agreement_csv")
     st.download_button("Download the whole report (JSON)", json.dumps(rep, indent=2).encode(),
                        file_name=f"contouring-report-{study.id}.json", mime="application/json", key="report_json")

@@ -155,8 +155,23 @@ def test_imported_times_and_contours_give_the_known_answers(known, tmp_path, cap
     assert "imported 0 times" in capsys.readouterr().out
     assert _report(db, capsys) == report
     out_csv = tmp_path / "out.csv"
-    assert cli_main(["study", "report", "--db", str(db), "--study", "ext", "--csv", str(out_csv)]) == 0
+    pairs_csv = tmp_path / "pairs.csv"
+    assert cli_main(["study", "report", "--db", str(db), "--study", "ext", "--csv", str(out_csv),
+                     "--agreement-csv", str(pairs_csv)]) == 0
     text = capsys.readouterr().out
+    with pairs_csv.open() as f:
+        pairs = list(csv.DictReader(f))
+    assert len(pairs) == 6 + 1 + 12
+    for row in pairs:
+        if row["comparison"] == "inter-observer":
+            e = full["inter"][(row["case_id"], row["arm"], row["reader_a"], row["reader_b"])]
+        elif row["comparison"] == "intra-observer":
+            e = full["intra"][(row["reader_a"], row["case_id"], row["arm"])]
+        else:
+            assert row["reader_a"] == "model"
+            e = full["model_vs_reader"][(row["reader_b"], row["case_id"], row["arm"])]
+        for m in ("dice", "hd95_mm", "surface_dice"):
+            _close(float(row[m]), e[m])
     assert f"scratch   n={full['per_arm']['scratch']['n']}" in text
     db2 = tmp_path / "again.db"
     assert cli_main(["study", "import-times", str(out_csv), "--db", str(db2), "--study", "ext"]) == 0

@@ -186,12 +186,16 @@ def _study_report(args: argparse.Namespace) -> int:
 
 
 def _contouring_report(args: argparse.Namespace, store: StudyStore, name: str) -> int:
-    from lungseg.study.contouring_report import contouring_report, format_contouring_report, times_csv_text
+    from lungseg.study.contouring_report import (agreement_csv_text, contouring_report, format_contouring_report,
+                                                 times_csv_text)
 
     report = contouring_report(store, name, pseudonymise=args.pseudonymise)
     if args.csv:
         Path(args.csv).write_text(times_csv_text(report), encoding="utf-8")
         print(f"wrote the times to {args.csv}", file=sys.stderr)
+    if args.agreement_csv:
+        Path(args.agreement_csv).write_text(agreement_csv_text(report), encoding="utf-8")
+        print(f"wrote the agreement pairs to {args.agreement_csv}", file=sys.stderr)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_contouring_report(report))
     return 0
 
@@ -322,6 +326,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pseudonymise", action="store_true", help="raters as R001, R002, ...")
     p.add_argument("--csv", default=None, metavar="OUT",
                    help="also export every vote (contouring: every time, in the import-times layout) to this CSV file")
+    p.add_argument("--agreement-csv", default=None, metavar="OUT",
+                   help="contouring: also write every agreement pair (Dice, HD95, surface Dice) to this CSV file")
 
     p = _leaf(s, "import", _study_import, "import votes from a CSV file")
     p.add_argument("votes", metavar="VOTES.csv")

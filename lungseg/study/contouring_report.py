@@ -402,6 +402,26 @@ def times_csv_text(report: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
+AGREEMENT_COLUMNS = ("comparison", "case_id", "arm", "reader_a", "reader_b", *AGREEMENT_METRICS)
+
+
+def agreement_csv_text(report: Mapping[str, Any]) -> str:
+    """Every agreement pair of the report as CSV: ``comparison`` (inter-observer, intra-observer, model vs
+    reader), the case, the arm, the two contours' readers (``model`` for the automatic contour; a reader and
+    itself for a repeat) and Dice, HD95 (mm; empty when undefined) and surface Dice."""
+    a = report["agreement"]
+    rows = [("inter-observer", p["case_id"], p["arm"], p["reader_a"], p["reader_b"], p)
+            for p in a["inter_observer"]["pairs"]]
+    rows += [("intra-observer", p["case_id"], p["arm"], p["reader"], p["reader"], p) for p in a["intra_observer"]["pairs"]]
+    rows += [("model vs reader", p["case_id"], p["arm"], MODEL_ARM, p["reader"], p) for p in a["model_vs_reader"]["pairs"]]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(AGREEMENT_COLUMNS)
+    for *head, p in rows:
+        writer.writerow([*head, *("" if p[k] is None else repr(float(p[k])) for k in AGREEMENT_METRICS)])
+    return out.getvalue()
+
+
 def contouring_figures(report: Mapping[str, Any]) -> list[Any]:
     """Plotly figures: time per reader and arm (box + every reading), time saved per reader, and agreement
     (Dice and HD95: inter-observer per arm, intra-observer, model vs reader per arm)."""
@@ -446,7 +466,7 @@ def contouring_figures(report: Mapping[str, Any]) -> list[Any]:
     return figures
 
 
-__all__ = ["ContouringReportOptions", "agreement_summary", "bonferroni", "build_contouring_report",
+__all__ = ["ContouringReportOptions", "agreement_csv_text", "agreement_summary", "bonferroni", "build_contouring_report",
            "contouring_figures", "contouring_report", "format_contouring_report", "mann_whitney",
            "packed_agreement", "signed_rank", "time_summary", "times_csv_text"]
 
