@@ -1,5 +1,7 @@
-"""Review and export for any opened case: the automatic contour (lesion by lesion) and the manual contour
-side by side, each accepted or rejected with an optional comment; the decision is stored with who and
+"""Review and export for any opened case.  :func:`show_structures` (the viewer): what was decided on each
+structure in the viewer's own table, the one export path (:func:`lungseg.structures.export_download`) and the
+editing effort.  :func:`show` (the study's Review page): the automatic contour (lesion by lesion) and the
+manual contour each accepted or rejected with an optional comment; the decision is stored with who and
 when, shown again when the case is reopened, and "Export accepted" writes it onto the source CT.
 
 Used by the viewer (any case) and by the study's Review page (a study case, as a signed-in admin).
@@ -13,16 +15,12 @@ import zipfile
 from pathlib import Path
 
 import streamlit as st
-from PIL import Image
 
 from lungseg import review
 from lungseg.errors import LungsegError
-from lungseg.study.cases import contour_slices
 
-from . import gate, pacs_ui, render
+from . import gate, pacs_ui
 
-AUTO_RGB = (255, 70, 70)
-MANUAL_RGB = (60, 200, 255)
 FORMATS = {"DICOM SEG": ("seg", ".dcm"), "RTSTRUCT": ("rtstruct", ".dcm"), "NIfTI": ("nifti", ".nii.gz"),
            "NRRD": ("nrrd", ".nrrd")}
 
@@ -63,26 +61,6 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
             parts.append(f"added to the automatic contour by click: **{', '.join(a.label for a in latest.added)}**")
         st.info(f"Latest decision by **{latest.reviewer}** at {latest.decided_at}: " + "; ".join(parts)
                 + (f" — “{latest.comment}”" if latest.comment else ""), icon=None)
-
-    slices = contour_slices(case)
-    if not slices:
-        st.caption("Neither contour has any voxel: nothing to compare.")
-    else:
-        default = int(case.lesions[0]["centroid_slice"]) if case.lesions else slices[len(slices) // 2]
-        default = min(slices, key=lambda s: abs(s - default))
-        k = st.select_slider("Axial slice", options=slices, value=default, key=f"{k_}_slice",
-                             format_func=lambda s: f"{s + 1}")
-        hu = case.volume.array[k]
-        sx, sy, _ = case.volume.spacing
-        left, right = st.columns(2)
-        with left:
-            st.markdown("**Automatic** " + (f"({case.automatic.description})" if case.automatic else "(none)"))
-            st.image(render.slice_with_outline(hu, case.automatic.mask[k] if case.automatic else None, AUTO_RGB,
-                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
-        with right:
-            st.markdown("**Manual** " + (f"({case.manual.name})" if case.manual else "(none)"))
-            st.image(render.slice_with_outline(hu, case.manual.mask[k] if case.manual else None, MANUAL_RGB,
-                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
 
     prev_auto = latest.decision("automatic") if latest else None
     prev_man = latest.decision("manual") if latest else None
@@ -187,3 +165,62 @@ def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[
                     z.write(f, f"ct/{f.relative_to(ct_out)}")
             z.write(paths[0], paths[0].name)
         return buf.getvalue(), f"{stem}.zip", "application/zip"
+
+
+EXPORT_FORMATS = {"DICOM SEG": "seg", "RTSTRUCT": "rtstruct", "NIfTI": "nifti", "NRRD": "nrrd"}
+
+
+def show_structures(case, user) -> None:
+    """Below the viewer: every structure with its decision (made in the viewer's table; nothing is decided
+    here), the accepted ones exported under their names with their provenance, and the editing effort."""
+    from lungseg import structures
+
+    store = _store()
+    st.subheader("Review")
+    views = structures.case_structures(store, case)
+    rows = [{"structure": v.name, "type": v.kind, "from": v.source, "provenance": v.provenance,
+             "version": v.version, "decision": v.decision or "—"} for v in views]
+    colours = {v.name: "#%02x%02x%02x" % tuple(v.colour) for v in views}
+    st.dataframe(rows, hide_index=True, width="content")
+    st.caption("Accept, reject or edit each structure (and each automatic lesion) in the viewer's own list. "
+               "Colours: " + " · ".join(f"<span style='color:{c}'>■</span> {n}" for n, c in colours.items()),
+               unsafe_allow_html=True)
+    try:
+        accepted = structures.accepted_structures(store, case)
+    except LungsegError as exc:
+        st.error(str(exc))
+        accepted = {}
+    st.markdown("**Export accepted**")
+    if not accepted:
+        st.caption("Nothing is accepted yet: there is nothing to export.")
+    else:
+        st.caption("Accepted: " + ", ".join(f"{a.name} ({a.provenance})" for a in accepted.values()))
+        c1, c2 = st.columns([2, 3])
+        fmt_name = c1.selectbox("Format", list(EXPORT_FORMATS), key="structures_fmt")
+        fmt = EXPORT_FORMATS[fmt_name]
+        names = None
+        if fmt in ("nifti", "nrrd") and len(accepted) > 1:
+            names = c2.multiselect("Structures (one label value each)", list(accepted), default=list(accepted),
+                                   key="structures_names") or None
+        signature = (tuple(sorted((a.name, a.version, a.provenance) for a in accepted.values())), fmt,
+                     tuple(names or ()))
+        if c1.button("Prepare export", key="structures_prepare"):
+            try:
+                st.session_state["structures_export"] = (signature, *structures.export_download(case, accepted, fmt,
+                                                                                                 names=names))
+            except LungsegError as exc:
+                st.error(str(exc))
+        ready = st.session_state.get("structures_export")
+        if ready and ready[0] == signature:
+            _, data, filename, mime = ready
+            st.download_button(f"Download {filename}", data, file_name=filename, mime=mime,
+                               key="structures_download", on_click="ignore")
+    st.markdown("**Editing effort**")
+    efforts = structures.case_efforts(store, case)
+    if efforts:
+        st.dataframe([e.as_row() for e in efforts], hide_index=True, width="content")
+        st.download_button("Download effort (CSV)", structures.effort_csv(efforts),
+                           file_name=f"{case.label}-editing-effort.csv", mime="text/csv", key="effort_csv",
+                           on_click="ignore")
+    else:
+        st.caption("No activity recorded on this case yet.")

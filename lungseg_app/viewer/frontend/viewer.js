@@ -111,7 +111,8 @@ async function loadMask(layer, file, gen) {
     if (gen !== S.gen || layer.file !== file) return;
     S.case.masks.set(file, bits);
     if (layer.bits && layer.structure && E.touched.has(layer.name)) replacedByServer(layer, layer.bits, bits);
-    layer.bits = bits; layer.loaded = file; layer.rev = (layer.rev || 0) + 1;
+    layer.bits = bits; layer.loaded = file; layer.rev = (layer.rev || 0) + 1; layer.axialRuns = null; layer.runsMode = "";
+    layer.held = Math.max(layer.held || 0, layer.loadingVersion || 0); publishVersions();
     document.body.dataset.layers = [...S.layers.values()].filter((l) => l.bits).map((l) => l.name).join(",");
     renderLayerPanel(); requestDraw();
   } catch (e) { if (gen === S.gen && e.name !== "AbortError") { layer.requested = null; layer.error = e.message; renderLayerPanel(); } }
@@ -367,12 +368,15 @@ function renderLayerPanel() {
     const row = document.createElement("div"); row.className = "row" + (E.active === l.name ? " active" : "");
     row.dataset.layer = l.name;
     const cb = document.createElement("input"); cb.type = "checkbox"; cb.checked = l.on; cb.setAttribute("aria-label", "show " + l.name);
-    cb.onchange = () => { l.on = cb.checked; requestDraw(); };
+    cb.onchange = () => {  // a structure not drawn yet is asked for
+      l.on = cb.checked; requestDraw();
+      if (l.on && l.structure && !l.file) queue({ type: "show", name: l.name });
+    };
     const sw = document.createElement("span"); sw.className = "sw"; sw.style.background = `rgb(${l.colour.join(",")})`;
     const name = document.createElement("span"); name.className = "nm";
     const st = l.structure;
     name.textContent = l.name + (l.detail ? ` (${l.detail})` : "") + (st ? ` · ${st.kind} · ${st.provenance}${st.version ? " v" + st.version : ""}` : "")
-      + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : " · computing…");
+      + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : st && !st.shown ? "" : " · computing…");
     const op = document.createElement("input"); op.type = "range"; op.min = "0"; op.max = "1"; op.step = "0.05"; op.value = String(l.opacity);
     op.setAttribute("aria-label", l.name + " opacity");
     op.oninput = () => { l.opacity = parseFloat(op.value); requestDraw(); };
@@ -509,7 +513,6 @@ axial.addEventListener("contextmenu", (ev) => ev.preventDefault());
 axial.addEventListener("pointerdown", (ev) => {
   if (!S.g) return;
   axial.focus({ preventScroll: true });
-  note("pointer");
   if (ev.button === 0 && !ev.ctrlKey && PAINTING.has(E.tool)) {
     const zyx = voxelAt(ev, true);
     if (zyx && startStroke(zyx)) { axial.setPointerCapture(ev.pointerId); ev.preventDefault(); return; }
@@ -621,13 +624,16 @@ function apply(args) {
   for (const a of args.layers) {
     names.add(a.name);
     let l = S.layers.get(a.name);
-    if (!l) { l = { name: a.name, colour: a.colour, opacity: a.opacity, on: true, bits: null, file: null, requested: null, version: -1 }; S.layers.set(a.name, l); }
+    if (!l) {
+      l = { name: a.name, colour: a.colour, opacity: a.opacity, on: a.structure ? a.structure.shown : true, bits: null, file: null, requested: null, version: -1 };
+      S.layers.set(a.name, l);
+    }
     l.detail = a.detail; l.file = a.file; l.structure = a.structure || null;
     if (!a.file || l.requested === a.file) continue;
     // a structure this page edits already holds what the server stored: fetch only a version made elsewhere
     // (interpolation, a new structure, another tab), never while edits of it are on their way
     if (l.structure && l.bits && (a.structure.version <= l.version || E.outbox.some((m) => m.name === l.name))) continue;
-    l.requested = a.file; l.version = a.structure ? a.structure.version : -1; loadMask(l, a.file, S.gen);
+    l.requested = a.file; l.version = a.structure ? a.structure.version : -1; l.loadingVersion = l.version; loadMask(l, a.file, S.gen);
   }
   for (const n of [...S.layers.keys()]) if (!names.has(n)) S.layers.delete(n);
   const files = new Set(args.layers.map((a) => a.file));
@@ -661,7 +667,7 @@ var E;
 function resetEditing() {
   E = { tool: E ? E.tool : "nav", radiusMm: E ? E.radiusMm : 5, preset: E ? E.preset : null, presets: E ? E.presets : {},
     presetsJson: E ? E.presetsJson : "", active: null, offered: E ? E.offered : null, stroke: null, undo: [], redo: [],
-    outbox: [], nextId: E ? E.nextId : 1, sentAt: new Map(), saves: E ? E.saves : [], events: [], sentEvents: 0,
+    outbox: [], nextId: E ? E.nextId : Date.now(), sentAt: new Map(), saves: E ? E.saves : [], events: [], sentEvents: 0,
     lastNote: {}, edited: new Map(), touched: new Set(), compare: null, timer: null, error: "" };
 }
 resetEditing();
@@ -694,8 +700,7 @@ function setActive(name) {
 }
 function activeLayer() { const l = E.active ? S.layers.get(E.active) : null; return l && l.bits && l.structure ? l : null; }
 function showEditing() {
-  const l = activeLayer();
-  $("editing").textContent = l ? `editing ${l.name}` : PAINTING.has(E.tool) ? "choose a structure to edit (Edit)" : "";
+  $("editing").textContent = E.active ? `editing ${E.active}` : PAINTING.has(E.tool) ? "choose a structure to edit (Edit)" : "";
   const waiting = E.outbox.length;
   $("saved").textContent = E.error ? E.error : waiting ? `saving ${waiting}…` : E.saves.length ? "saved" : "";
   $("undo").disabled = !E.undo.length; $("redo").disabled = !E.redo.length;
@@ -904,7 +909,11 @@ function acknowledge(args) {
     const m = E.outbox.shift(), t = E.sentAt.get(m.id);
     if (t !== undefined) { E.saves.push({ type: m.type, ms: now - t }); E.sentAt.delete(m.id); }
   }
-  for (const [name, v] of Object.entries(ack.versions || {})) { const l = S.layers.get(name); if (l && v > l.version) l.version = v; }
+  for (const [name, v] of Object.entries(ack.versions || {})) {
+    const l = S.layers.get(name);
+    if (l && v > l.version) { l.version = v; l.held = Math.max(l.held || 0, v); }
+  }
+  publishVersions();
   if (ack.error && ack.error !== E.lastError) { E.lastError = ack.error; E.error = ack.error; }
   if (E.sentEvents) { E.events = E.events.slice(E.sentEvents); E.sentEvents = 0; }
   window.__saves = E.saves;
@@ -933,7 +942,7 @@ $("cmp").onchange = readCompare; $("cmpA").onchange = readCompare; $("cmpB").onc
 {
   const v2 = $("axial2");
   let d2 = null;
-  v2.addEventListener("pointerdown", (ev) => { note("pointer"); d2 = { x: ev.clientX, y: ev.clientY, panX: S.panX, panY: S.panY }; v2.setPointerCapture(ev.pointerId); });
+  v2.addEventListener("pointerdown", (ev) => { d2 = { x: ev.clientX, y: ev.clientY, panX: S.panX, panY: S.panY }; v2.setPointerCapture(ev.pointerId); });
   v2.addEventListener("pointermove", (ev) => { if (d2) { S.panX = d2.panX + ev.clientX - d2.x; S.panY = d2.panY + ev.clientY - d2.y; requestDraw(); } });
   v2.addEventListener("pointerup", () => { d2 = null; });
 }
@@ -948,3 +957,9 @@ $("preset").onchange = () => { E.preset = $("preset").value; };
 $("undo").onclick = undo; $("redo").onclick = redo; $("interp").onclick = interpolate;
 $("helpbtn").onclick = () => toggleHelp();
 setTool("nav");
+
+// the version of each structure the page's bits hold (for tests and benchmarks)
+function publishVersions() {
+  document.body.dataset.versions = [...S.layers.values()].filter((l) => l.structure && l.bits).map((l) => `${l.name}:${l.held || 0}`).join(",");
+}
+document.addEventListener("pointerdown", () => { if (S.g) note("pointer"); }, true);
