@@ -117,8 +117,10 @@ def handle(case, user, value: dict | None, token: str) -> bool:
 def _apply(store, case, user, m: dict, ack: dict) -> bool:
     kind, name = m.get("type"), str(m.get("name", ""))
     if kind == "edit":
-        latest = structures.structure(store, case, name).version
-        v = structures.apply_edits(store, case, user, name, latest, json.dumps(m.get("deltas") or []), operations=1)
+        rows = store.structure_versions(case.key, name, latest_only=True, with_masks=False)
+        latest = int(rows[0]["version"]) if rows else 0  # 0: the original (a manual ROI, the automatic contour)
+        v = structures.apply_edits(store, case, user, name, latest, json.dumps(m.get("deltas") or []), operations=1,
+                                      assisted=bool(m.get("assisted")))  # the HU brush is assisted; a plain brush is not
         ack["versions"][name] = v.version
         return False
     if kind == "interpolate":

@@ -75,7 +75,7 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     body = page.locator("body").inner_text()
     assert "Patient's Name" not in body and "PatientName" not in body
     f = viewer_frame(page)
-    expect(f.locator("body[data-layers*='manual contour']")).to_have_count(1, timeout=30_000)
+    expect(f.locator("body[data-layers*='GTV-auto']")).to_have_count(1, timeout=30_000)
     nz = int(f.locator("#axial").get_attribute("data-geometry").split(",")[4])
     f.locator("#axial").click()
     start = slice_no(page)
@@ -117,7 +117,12 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     f.locator("#fill").check()
     page.wait_for_timeout(800)
     assert traffic["sent"] == [], traffic["sent"]
-    page.mouse.click(x, y)  # a click does reach Python: the recorder sees it
+    page.mouse.click(x, y)  # navigation (the default tool): a click only moves the crosshair
+    page.wait_for_timeout(800)
+    assert traffic["sent"] == [], traffic["sent"]
+    page.keyboard.press("c")  # the Segment tool: a click does reach Python, the recorder sees it
+    expect(f.locator("body[data-tool='segment']")).to_have_count(1)
+    page.mouse.click(x, y)
     expect(page.get_by_text(re.compile(r"Clicked point: .*voxel \(x 100, y 100,"))).to_be_visible(timeout=30_000)
     assert "websocket message" in traffic["sent"]
     traffic["on"] = False
@@ -151,7 +156,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
     expect(f.locator("body[data-first-image='1']")).to_have_count(1, timeout=LONG)
     expect(f.locator("body[data-layers*='lung region']")).to_have_count(1, timeout=LONG)
-    expect(f.locator("body[data-layers*='manual contour']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("body[data-layers*='GTV-1']")).to_have_count(1, timeout=LONG)
     expect(f.locator("body[data-ct='ready']")).to_have_count(1, timeout=LONG)
     # to the slice where GTV-1 is largest, by keyboard
     f.locator("#axial").click(position={"x": 5, "y": 5})
@@ -165,14 +170,15 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     x, y = axial_point(viewer_frame(page), ii, jj)
     page.mouse.move(x, y)
     expect(f.locator("#hu")).to_have_text(f"HU {int(vol.array[k, jj, ii])} at (x {ii}, y {jj})")
-    # a click returns the voxel centre in LPS mm to Python, which shows it
+    # with the Segment tool a click returns the voxel centre in LPS mm to Python, which shows it
+    page.keyboard.press("c")
     page.mouse.click(x, y)
     cap = page.get_by_text(re.compile(rf"Clicked point: .*voxel \(x {ii}, y {jj}, slice {k + 1}\)"))
     expect(cap).to_be_visible(timeout=30_000)
     mm = [float(v) for v in re.search(r"\(([^)]*)\) mm", cap.inner_text()).group(1).split(",")]
     want = vol.index_to_physical([k, jj, ii])[0]
     assert np.all(np.abs(np.array(mm) - want) <= np.array(vol.spacing) / 2 + 0.05), (mm, want)
-    expect(f.locator("body[data-layers*='automatic tumour']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("body[data-layers*='GTV-auto']")).to_have_count(1, timeout=LONG)
     page.wait_for_timeout(500)
     page.screenshot(path=str(DOCS / "viewer-lung1-001.png"))
     # a second case replaces the first in the same page (no reload)

@@ -326,7 +326,7 @@ function draw() {
   if (E.compare) renderAxial(B, layers, 2);
   placeAxial();
   // while W/L is dragged or a stroke painted only the axial view follows each move; the reformats catch up on release
-  for (const R of REFORMATS) { if (!S.wlDragging && !E.stroke) renderReformat(R, layers); placeLines(R); }
+  for (const R of REFORMATS) { if (!S.wlDragging && !E.stroke && !E.quick) renderReformat(R, layers); placeLines(R); }
   prebuildRuns();
 }
 function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
@@ -459,7 +459,7 @@ function toMm([k, j, i]) {  // LPS mm of a voxel centre: origin + direction · (
 function emit(reason) {
   S.seq += 1; S.sentSlice = S.z;
   const now = performance.now();
-  for (const m of E.outbox) if (!E.sentAt.has(m.id)) E.sentAt.set(m.id, now);
+  for (const m of E.outbox) if (!E.sentAt.has(m.id)) E.sentAt.set(m.id, now);  // the save time starts here
   E.sentEvents = E.events.length;
   setComponentValue({ case: S.key, reason, slice: S.z, hu: S.hover ? S.hover.hu : null,
     voxel: S.hover ? S.hover.zyx : null, click: S.click, seq: S.seq, outbox: E.outbox, activity: E.events });
@@ -709,10 +709,12 @@ function showEditing() {
 }
 
 // activity for the editing-effort measure: the time of a pointer press, a key or an edit (a move only
-// once a second), sent with the next value, or after 10 s
+// once a second), sent with the next value, or after 15 s (browser-only work such as stepping does not
+// cost a rerun per event)
+const ACTIVITY_FLUSH_MS = 15000;
 function note(kind) {
   E.events.push([Math.round((performance.timeOrigin + performance.now())) / 1000, kind]);
-  if (!E.timer) E.timer = setTimeout(() => { E.timer = null; if (E.events.length > E.sentEvents) emit("activity"); }, 10000);
+  if (!E.timer) E.timer = setTimeout(() => { E.timer = null; if (E.events.length > E.sentEvents) emit("activity"); }, ACTIVITY_FLUSH_MS);
 }
 function noteEvery(kind) {
   const now = performance.now();
@@ -796,7 +798,8 @@ function endStroke() {
   for (let p = 0; p < after.length; p++) if (after[p] !== st.before[p]) (after[p] ? added : removed).push(p);
   requestDraw();  // the reformats catch up
   if (!added.length && !removed.length) return;
-  const step = { name: st.l.name, slices: [{ z: st.z, added: Int32Array.from(added), removed: Int32Array.from(removed) }] };
+  const step = { name: st.l.name, assisted: st.tool === "hu",
+    slices: [{ z: st.z, added: Int32Array.from(added), removed: Int32Array.from(removed) }] };
   E.undo.push(step); if (E.undo.length > UNDO_STEPS) E.undo.shift();
   E.redo = [];
   send(step, false);
@@ -831,14 +834,22 @@ function applyStep(step, reverse) {
 function undo() {
   const step = E.undo.pop();
   if (!step) return;
+  quickly();
   if (applyStep(step, true)) { E.redo.push(step); send(step, true); }
   showEditing();
 }
 function redo() {
   const step = E.redo.pop();
   if (!step) return;
+  quickly();
   if (applyStep(step, false)) { E.undo.push(step); send(step, false); }
   showEditing();
+}
+// the next frames draw the axial view only; the reformats catch up once undo / redo presses pause
+function quickly() {
+  E.quick = true;
+  clearTimeout(E.quickTimer);
+  E.quickTimer = setTimeout(() => { E.quick = false; requestDraw(); }, 150);
 }
 // a version made by the server (interpolation) replacing what this page shows: one undo step
 function replacedByServer(l, before, after) {
@@ -852,7 +863,7 @@ function replacedByServer(l, before, after) {
     if (added || removed) slices.push({ z, added: Int32Array.from(added || []), removed: Int32Array.from(removed || []) });
   }
   if (!slices.length) return;
-  E.undo.push({ name: l.name, slices }); if (E.undo.length > UNDO_STEPS) E.undo.shift();
+  E.undo.push({ name: l.name, assisted: true, slices }); if (E.undo.length > UNDO_STEPS) E.undo.shift();
   E.redo = [];
   showEditing();
 }
@@ -884,12 +895,16 @@ function send(step, reverse) {
   for (const sl of step.slices) { const e = E.edited.get(step.name) || new Set(); e.add(sl.z); E.edited.set(step.name, e); }
   E.touched.add(step.name);
   note("edit");
-  queue({ type: "edit", name: step.name, deltas: step.slices.map((sl) => sliceDelta(sl, reverse)) });
+  queue({ type: "edit", name: step.name, assisted: !!step.assisted, deltas: step.slices.map((sl) => sliceDelta(sl, reverse)) });
 }
+// the value goes to Streamlit after the frame showing the edit is painted: the parent page's handling of
+// it runs on the same thread and would otherwise delay that frame
 function queue(message) {
   E.outbox.push({ id: E.nextId++, ...message });
   showEditing();
-  emit("edit");
+  if (E.emitQueued) return;
+  E.emitQueued = true;
+  requestAnimationFrame(() => setTimeout(() => { E.emitQueued = false; emit("edit"); }, 0));
 }
 function interpolate() {
   const l = activeLayer();
