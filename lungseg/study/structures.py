@@ -95,7 +95,8 @@ class Structuring(Reviewing):
 
     def structure_versions(self, case_key: str, name: str | None = None, *, latest_only: bool = False,
                            with_masks: bool = True) -> list[dict[str, Any]]:
-        """Stored versions of a case's structures (of ``name`` only when given), oldest first; with
+        """Stored versions of a case's structures (of ``name`` only when given), in the order the structures were
+        made, each oldest version first; with
         ``latest_only`` the newest version of each structure."""
         sql = f"SELECT {_VERSION_COLUMNS} FROM structure_versions v WHERE case_key = ?"
         params: list[Any] = [str(case_key)]
@@ -105,7 +106,8 @@ class Structuring(Reviewing):
         if latest_only:
             sql += (" AND version = (SELECT MAX(version) FROM structure_versions w "
                     "WHERE w.case_key = v.case_key AND w.name = v.name)")
-        rows = self._rows(sql + " ORDER BY name, version", params)
+        rows = self._rows(sql + " ORDER BY (SELECT MIN(id) FROM structure_versions w WHERE w.case_key = v.case_key "
+                                "AND w.name = v.name), version", params)  # structures in the order they were made
         if with_masks:
             return self._with_version_masks(rows)
         for r in rows:
