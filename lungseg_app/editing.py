@@ -126,7 +126,8 @@ def _apply(store, case, user, m: dict, ack: dict) -> bool:
     if kind == "interpolate":
         view = structures.structure(store, case, name)
         before = mask_of(case, view)
-        after = structures.interpolate_slices(before, [int(k) for k in m.get("slices") or []])
+        sx, sy, _ = case.volume.spacing
+        after = structures.interpolate_slices(before, [int(k) for k in m.get("slices") or []], spacing_yx=(sy, sx))
         if np.array_equal(before, after):
             ack["error"] = f"interpolation of {name}: nothing to add between the edited slices"
             return False
