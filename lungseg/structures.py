@@ -653,6 +653,20 @@ def interpolate_slices(mask: np.ndarray, edited_slices: Sequence[int],
     return out
 
 
+def interpolate_structure(store, case, author, name: str, base_version: int,
+                          edited_slices: Sequence[int]) -> StructureVersion:
+    """Interpolate the latest version of ``name`` between its ``edited_slices`` (:func:`interpolate_slices`,
+    the case's in-plane spacing) and store the result as a new SEMIAUTOMATIC version (one operation)."""
+    name = _check_name(name)
+    base, _, _ = _base(store, case, name, base_version)
+    shape = tuple(case.volume.shape)
+    full = base if isinstance(base, np.ndarray) else unpack(base) if base is not None else np.zeros(shape, bool)
+    spacing = case.volume.spacing_zyx
+    return store_edit(store, case, author, name, base_version,
+                      interpolate_slices(full, edited_slices, (spacing[1], spacing[2])), operations=1,
+                      origin="interpolated", assisted=True)
+
+
 def brush(volume, centre_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
     """A disk of ``radius_mm`` on axial slice ``centre_zyx[0]`` (2-D bool [y, x]), mm through the spacing."""
     if not radius_mm > 0:

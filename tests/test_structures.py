@@ -119,6 +119,20 @@ def test_interpolation_fills_the_slices_between_edited_ones():
     assert np.array_equal(S.interpolate_slices(mask, [2]), mask)  # one edited slice: nothing to interpolate
 
 
+def test_interpolated_structure_is_a_new_semiautomatic_version(case3, store):
+    empty = S.create_structure(store, case3, "dr a", "GTVn", "GTVn", "empty")
+    assert empty.provenance == "MANUAL" and empty.mask is None
+    disk = S.brush(case3.volume, (40, 300, 200), 6.0)
+    drawn = S.apply_edits(store, case3, "dr a", "GTVn", 1, [S.delta_between(np.zeros_like(disk), disk, "axial", k)
+                                                             for k in (40, 44)], assisted=False)
+    assert drawn.provenance == "MANUAL"  # drawn by hand from nothing
+    v = S.interpolate_structure(store, case3, "dr a", "GTVn", 2, [40, 44])
+    got = v.array()
+    assert (v.version, v.parent, v.provenance, v.origin) == (3, 2, "SEMIAUTOMATIC", "interpolated")
+    assert all(np.array_equal(got[k], disk) for k in range(40, 45))  # the same disk all the way through
+    assert not got[39].any() and not got[45].any()
+
+
 def test_threshold_brush_presets_and_radius_in_mm():
     hu = np.tile(np.linspace(-1000, 500, 61)[None, None, :], (3, 61, 1)).astype(np.float32)  # HU grows along x
     vol = Volume(hu, spacing=(0.5, 1.0, 3.0))  # x, y, z spacing in mm: anisotropic in-plane
