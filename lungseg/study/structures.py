@@ -33,17 +33,6 @@ def person(who: "str | AdminSession | RaterSession") -> str:
 class Structuring(Reviewing):
     """Versions of a case's structures, decisions on them, and the viewer's activity events."""
 
-    def _masks_by_digest(self, digests: Iterable[str]) -> dict[str, PackedMask]:
-        digests = sorted({d for d in digests if d})
-        out: dict[str, PackedMask] = {}
-        for i in range(0, len(digests), 500):
-            chunk = digests[i:i + 500]
-            for m in self._rows(f"SELECT digest, shape_json, box_json, voxels, data FROM lesion_masks WHERE digest IN "
-                                f"({', '.join('?' * len(chunk))})", chunk):
-                out[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
-                                              int(m["voxels"]), bytes(m["data"]))
-        return out
-
     def _with_version_masks(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         masks = self._masks_by_digest(r["mask_digest"] for r in rows)
         for r in rows:
