@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import streamlit as st
@@ -25,8 +26,11 @@ ACK = "viewer_outbox_ack"  # {case key: {"id", "versions", "error"}}
 ACTIVITY = "viewer_activity_until"  # {case key: time of the last event recorded}
 SHOWN = "viewer_shown_structures"  # {case key: names the user asked to show}
 ACTIVE = "viewer_active_structure"  # {case key: structure to edit, offered to the page}
+EDITED_NOW = "viewer_edited_now"  # {case key: structures this run stored from the page's own edits}
+SENT = "viewer_structure_files"  # {(case key, name): the file last handed to the page}
 _MASKS: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (case key, name, version) → mask, shared by sessions
 _LOCK = threading.Lock()
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="viewer-structure-files")
 log = logging.getLogger(__name__)
 
 
@@ -64,11 +68,23 @@ def structure_layers(case, views, folder) -> list[dict]:
     from .viewer.publish import mask_file
 
     wanted = st.session_state.get(SHOWN, {}).get(case.key, set())
+    edited_now = st.session_state.get(EDITED_NOW, {}).get(case.key, set())
+    sent = st.session_state.setdefault(SENT, {})
     out = []
     for v in views:
         show = shown_by_default(v, case) or v.name in wanted
-        out.append({"name": v.name, "colour": list(v.colour), "opacity": 0.9,
-                    "file": mask_file(folder, f"structure {v.name}", mask_of(case, v)) if show else None,
+        file = None
+        if show:
+            mask = mask_of(case, v)
+            job = _WRITER.submit(mask_file, folder, f"structure {v.name}", mask)
+            # the page that just sent this edit holds the new version's bits already: its file is written
+            # behind the acknowledgement (the save round trip does not wait for ~70 ms of packbits + gzip);
+            # any other rerun (a reload, another page, a version made on the server) waits for it
+            if v.name in edited_now and (case.key, v.name) in sent:
+                file = sent[(case.key, v.name)]
+            else:
+                file = sent[(case.key, v.name)] = job.result()
+        out.append({"name": v.name, "colour": list(v.colour), "opacity": 0.9, "file": file,
                     "detail": None,
                     "structure": {"kind": v.kind, "source": v.source, "provenance": v.provenance,
                                   "version": v.version, "decision": v.decision, "shown": show}})
@@ -89,6 +105,7 @@ def lesion_decisions(views) -> dict[str, str]:
 def handle(case, user, value: dict | None, token: str) -> bool:
     """Apply the new messages of the component's ``value`` (if it is about this case); True when a decision
     or a new structure changed what the rest of the page shows."""
+    edited_now = st.session_state.setdefault(EDITED_NOW, {})[case.key] = set()
     if not value or value.get("case") != token:
         return False
     _record_activity(case, user, value.get("activity") or [])
@@ -103,6 +120,8 @@ def handle(case, user, value: dict | None, token: str) -> bool:
             continue
         try:
             page_changed |= _apply(store, case, user, m, ack)
+            if m.get("type") == "edit":
+                edited_now.add(str(m.get("name", "")))
         except LungsegError as exc:
             ack["error"] = f"{m.get('type', 'message')} of {m.get('name', '')} not stored: {exc}"
         except Exception as exc:  # noqa: BLE001 - a failed message is reported in the viewer, never takes the page down

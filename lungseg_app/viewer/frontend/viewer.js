@@ -357,9 +357,16 @@ let layerPanelKey = "";
 function renderLayerPanel() {
   // rebuilt only when a layer appears, loads, fails or changes its decision: a rerun must not replace a
   // slider being dragged
-  const key = JSON.stringify([E.active, [...S.layers.values()].map((l) => [l.name, l.detail, l.file, !!l.bits, l.error,
-    l.structure && [l.structure.decision, l.structure.version, l.structure.provenance]])]);
-  if (key === layerPanelKey) return;
+  // (a new version of the structure being edited only changes its row's text: no rebuild per edit)
+  const key = JSON.stringify([E.active, [...S.layers.values()].map((l) => [l.name, l.detail, !!l.file, !!l.bits, l.error,
+    l.structure && l.structure.decision])]);
+  if (key === layerPanelKey) {
+    for (const row of $("layers").querySelectorAll(".row")) {
+      const l = S.layers.get(row.dataset.layer), nm = row.querySelector(".nm"), text = l && layerText(l);
+      if (l && nm.textContent !== text) nm.textContent = text;
+    }
+    return;
+  }
   layerPanelKey = key;
   const box = $("layers");
   box.textContent = "";
@@ -375,8 +382,7 @@ function renderLayerPanel() {
     const sw = document.createElement("span"); sw.className = "sw"; sw.style.background = `rgb(${l.colour.join(",")})`;
     const name = document.createElement("span"); name.className = "nm";
     const st = l.structure;
-    name.textContent = l.name + (l.detail ? ` (${l.detail})` : "") + (st ? ` · ${st.kind} · ${st.provenance}${st.version ? " v" + st.version : ""}` : "")
-      + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : st && !st.shown ? "" : " · computing…");
+    name.textContent = layerText(l);
     const op = document.createElement("input"); op.type = "range"; op.min = "0"; op.max = "1"; op.step = "0.05"; op.value = String(l.opacity);
     op.setAttribute("aria-label", l.name + " opacity");
     op.oninput = () => { l.opacity = parseFloat(op.value); requestDraw(); };
@@ -393,6 +399,11 @@ function renderLayerPanel() {
     row.append(cb, sw, name, op, acts); box.append(row);
   }
   renderCompareChoices();
+}
+function layerText(l) {
+  const st = l.structure;
+  return l.name + (l.detail ? ` (${l.detail})` : "") + (st ? ` · ${st.kind} · ${st.provenance}${st.version ? " v" + st.version : ""}` : "")
+    + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : st && !st.shown ? "" : " · computing…");
 }
 function actButton(text, label, onclick) {
   const b = document.createElement("button"); b.textContent = text; b.setAttribute("aria-label", label); b.onclick = onclick;
