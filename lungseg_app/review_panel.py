@@ -9,11 +9,6 @@ Used by the viewer (any case) and by the study's Review page (a study case, as a
 
 from __future__ import annotations
 
-import io
-import tempfile
-import zipfile
-from pathlib import Path
-
 import streamlit as st
 
 from lungseg import review
@@ -66,6 +61,7 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     prev_man = latest.decision("manual") if latest else None
     with st.form(f"{k_}_form"):
         accept_auto = accept_man = False
+        auto_chosen = manual_chosen = False
         lesions: list[int] | None = None
         c1, c2 = st.columns(2)
         with c1:
@@ -78,20 +74,28 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
                     (numbers if prev_auto and prev_auto.accepted else [])
                 picked = st.multiselect("Accepted automatic lesions", numbers, default=[n for n in before if n in numbers],
                                         format_func=lambda n: f"lesion {n}", key=f"{k_}_lesions")
+                reject_auto = st.checkbox("Reject the automatic contour", value=bool(prev_auto and not prev_auto.accepted),
+                                          key=f"{k_}_reject_auto")
                 accept_auto = bool(picked)
+                auto_chosen = accept_auto or reject_auto
                 lesions = None if sorted(picked) == numbers else sorted(picked)
             else:
                 st.caption("No automatic contour.")
         with c2:
             if case.manual is not None:
+                # a review starts with no decision: nothing is preselected
                 choice = st.radio("Manual contour", ["accept", "reject"], horizontal=True,
-                                  index=0 if (prev_man and prev_man.accepted) else 1, key=f"{k_}_manual")
+                                  index=None if prev_man is None else 0 if prev_man.accepted else 1, key=f"{k_}_manual")
                 accept_man = choice == "accept"
+                manual_chosen = choice is not None
             else:
                 st.caption("No manual contour.")
         comment = st.text_input("Comment (optional)", key=f"{k_}_comment")
         save = st.form_submit_button("Save decision")
-    if save:
+    if save and not (auto_chosen or manual_chosen):  # an untouched form records nothing
+        st.error("Nothing saved: nothing was chosen. Pick the accepted automatic lesions, tick “Reject the "
+                 "automatic contour”, or accept or reject the manual contour.")
+    elif save:
         accept = [c for c, ok in (("automatic", accept_auto), ("manual", accept_man)) if ok]
         try:
             saved = review.record(store, case, user, accept, lesions if accept_auto else None, comment=comment,
@@ -107,30 +111,28 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     if latest is None:
         return
     st.markdown("**Export accepted**")
-    c1, c2 = st.columns([2, 3])
-    fmt_name = c1.selectbox("Format", list(FORMATS), key=f"{k_}_fmt")
-    only = None
-    masks = review.accepted_masks(case, latest)
-    if len(masks) > 1 and FORMATS[fmt_name][0] in ("nifti", "nrrd"):
-        only = c2.radio("Contour (one per NIfTI/NRRD file)", ["automatic", "manual"], horizontal=True,
-                        key=f"{k_}_only")
-    if not masks:
+    from lungseg import structures
+
+    accepted = structures.accepted_from_review(case, latest)  # the one export path: each under its name
+    if not accepted:
         st.caption("The latest decision accepts nothing: there is nothing to export.")
         return
-    export_key = f"{k_}_export_{latest.id}_{fmt_name}_{only}"  # a new decision or format needs a new file
+    c1, _ = st.columns([2, 3])
+    fmt_name = c1.selectbox("Format", list(FORMATS), key=f"{k_}_fmt")
+    fmt = FORMATS[fmt_name][0]
+    export_key = f"{k_}_export_{latest.id}_{fmt_name}"  # a new decision or format needs a new file
     if c1.button("Prepare export", key=f"{k_}_prepare"):
         try:
-            data, filename, mime = export_bytes(case, latest, fmt_name, only)
+            st.session_state[export_key] = structures.export_download(case, accepted, fmt,
+                                                                      stem=f"{case.label}-accepted-{fmt}")
         except LungsegError as exc:
             st.error(str(exc))
-        else:
-            st.session_state[export_key] = (data, filename, mime)
     ready = st.session_state.get(export_key)
     if ready:
         data, filename, mime = ready
         st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download",
                            on_click="ignore")
-    pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
+    pacs_ui.send_button(case, accepted, fmt, None, key=k_)
 
 
 def _remove_added(case, user, latest, k_: str) -> None:
@@ -145,26 +147,6 @@ def _remove_added(case, user, latest, k_: str) -> None:
             st.error(str(exc))
         else:
             st.rerun()  # the latest decision above now says what is left
-
-
-def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:
-    """The accepted contour(s) written in ``fmt_name`` as downloadable bytes (a zip when the CT series
-    has to travel with a DICOM object because the source was not DICOM)."""
-    fmt, suffix = FORMATS[fmt_name]
-    stem = f"{case.label}-accepted-{fmt}"
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ct_out = tmp / "ct" if fmt in ("seg", "rtstruct") and case.ct.dicom is None else None
-        paths = review.export_accepted(case, latest, fmt, tmp / f"{stem}{suffix}", contour=only, ct_out=ct_out)
-        if ct_out is None:
-            return paths[0].read_bytes(), paths[0].name, "application/octet-stream"
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(ct_out.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"ct/{f.relative_to(ct_out)}")
-            z.write(paths[0], paths[0].name)
-        return buf.getvalue(), f"{stem}.zip", "application/zip"
 
 
 EXPORT_FORMATS = {"DICOM SEG": "seg", "RTSTRUCT": "rtstruct", "NIfTI": "nifti", "NRRD": "nrrd"}
@@ -215,6 +197,7 @@ def show_structures(case, user) -> None:
             _, data, filename, mime = ready
             st.download_button(f"Download {filename}", data, file_name=filename, mime=mime,
                                key="structures_download", on_click="ignore")
+        pacs_ui.send_button(case, accepted, fmt, None, key="structures")
     st.markdown("**Editing effort**")
     efforts = structures.case_efforts(store, case)
     if efforts:
