@@ -910,12 +910,23 @@ function send(step, reverse) {
 }
 // the value goes to Streamlit after the frame showing the edit is painted: the parent page's handling of
 // it runs on the same thread and would otherwise delay that frame
+// One value at a time is on its way: messages made meanwhile (rapid undos) go together once Python has
+// answered, so a burst of edits costs a few reruns, not one each (re-sent after 3 s without an answer).
 function queue(message) {
   E.outbox.push({ id: E.nextId++, ...message });
   showEditing();
-  if (E.emitQueued) return;
+  flush();
+}
+function flush() {
+  if (E.emitQueued || !E.outbox.length || (E.inFlight && performance.now() - E.inFlight < 3000)) return;
   E.emitQueued = true;
-  requestAnimationFrame(() => setTimeout(() => { E.emitQueued = false; emit("edit"); }, 0));
+  requestAnimationFrame(() => setTimeout(() => {
+    E.emitQueued = false;
+    E.inFlight = performance.now();
+    emit("edit");
+    clearTimeout(E.resend);
+    E.resend = setTimeout(flush, 3100);
+  }, 0));
 }
 function interpolate() {
   const l = activeLayer();
@@ -935,11 +946,13 @@ function acknowledge(args) {
     const m = E.outbox.shift(), t = E.sentAt.get(m.id);
     if (t !== undefined) { E.saves.push({ type: m.type, ms: now - t }); E.sentAt.delete(m.id); }
   }
+  if (E.inFlight && !E.outbox.some((m) => E.sentAt.has(m.id))) { E.inFlight = 0; clearTimeout(E.resend); }
   for (const [name, v] of Object.entries(ack.versions || {})) {
     const l = S.layers.get(name);
     if (l && v > l.version) { l.version = v; l.held = Math.max(l.held || 0, v); }
   }
   publishVersions();
+  if (!E.inFlight && E.outbox.length) flush();
   if (ack.error && ack.error !== E.lastError) { E.lastError = ack.error; E.error = ack.error; }
   if (E.sentEvents) { E.events = E.events.slice(E.sentEvents); E.sentEvents = 0; }
   window.__saves = E.saves;
