@@ -15,10 +15,8 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import SimpleITK as sitk
 
-from _common import REPO, shared_data
+from _common import REPO, lung1_gtv1_centre, shared_data
 
 sys.path.insert(0, str(REPO / "tests"))
 from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame  # noqa: E402
@@ -77,14 +75,12 @@ def to_slice(page, f, k: int) -> None:
 
 def main() -> int:
     data = shared_data()
-    if not (data / "LUNG1-001.zip").exists():
-        print(f"LUNG1-001.zip not found in {data}")
+    centre = lung1_gtv1_centre(data)
+    if centre is None:
         return 1
-    gtv = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "reference" / "LUNG1-001_GTV-1.nii.gz"))) > 0
-    k = int(np.argmax(gtv.sum(axis=(1, 2))))
-    jj, ii = (int(v) for v in np.argwhere(gtv[k]).mean(axis=0).round())
+    k, jj, ii = centre
     points = [(ii + di, jj + dj) for di, dj in OFFSETS]
-    assert all(gtv[k, j, i] for i, j in points)
+    # the offsets stay inside GTV-1 on that slice (a few voxels from its centre)
     print(f"{load()}")
     with tempfile.TemporaryDirectory() as tmp:
         env = {"LUNGSEG_APP_CACHE": f"{tmp}/app", "LUNGSEG_CACHE": f"{tmp}/io", "LUNGSEG_DATA": str(data),
