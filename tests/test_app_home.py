@@ -59,6 +59,8 @@ def test_bad_path_shows_error_and_keeps_previous_case(_app_env):
     at.selectbox(key="folder_case").select("broken.nii.gz")
     at.button(key="open_folder").click().run()
     assert len(at.error) == 1 and "broken.nii.gz" in at.error[0].value
+    # the reason is in the message itself (and in the collapsed status box's title), not only inside the box
+    assert at.error[0].value.startswith("Could not open broken.nii.gz: ") and len(at.error[0].value) > 40
     assert at.session_state["case"].label == "demo-phantom"
     assert "Case: demo-phantom" in texts(at)
 

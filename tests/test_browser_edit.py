@@ -155,6 +155,17 @@ def test_edit_accept_export_reload(server, data_dir, tmp_path):
         expect(f.locator("body[data-versions*='GTVn:1']")).to_have_count(1, timeout=60_000)
         f.get_by_role("button", name="accept GTVn").click()
         expect(f.locator("[data-layer='GTVn'] [data-decision='accepted']")).to_have_count(1, timeout=60_000)
+        # the second view, linked: GTVp beside GTV-1 at the same slice, zoom, pan and window
+        f.locator("#cmp").check()
+        f.locator("#cmpA").select_option("GTVp")
+        f.locator("#cmpB").select_option("GTV-1")
+        expect(f.locator("#axial2")).to_be_visible()
+        expect(f.locator("#cap2")).to_have_text("GTV-1")
+        f.locator("#zoomin").click()
+        page.wait_for_timeout(200)
+        style = "(c) => c.style.transform"
+        assert f.locator("#axialimg").evaluate(style) == f.locator("#axialimg2").evaluate(style) != ""
+        f.locator("#cmp").uncheck()
         interacting = time.monotonic() - started
         gtvn = viewer_mask(f, "GTVn", shape)
         settle(page)
