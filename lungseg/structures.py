@@ -175,7 +175,8 @@ class StructureView:
     ``source``: ``"manual"`` (a ROI of the structure set), ``"automatic"`` (the model's contour) or
     ``"created"``; ``latest``: the newest stored version (None for an unedited original); ``decision``:
     None (undecided), ``"accepted"`` or ``"rejected"`` (the newest decision; for the automatic contour
-    ``"accepted"`` when any of its lesions is, see ``accepted_lesions``); ``decided_version``: the version
+    ``"accepted"`` when any of its lesions is, see ``accepted_lesions`` and ``lesion_decisions``, each lesion
+    decided on its own); ``decided_version``: the version
     that decision is about (0 = the original).  ``mask()`` is computed on first use.
     """
 
@@ -189,6 +190,7 @@ class StructureView:
     decided_version: int | None = None
     accepted_lesions: tuple[int, ...] | None = None
     lesions: tuple[dict, ...] = ()
+    lesion_decisions: Mapping[int, str] = field(default_factory=dict)  # lesion number -> accepted / rejected
     _mask_of: Any = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -211,8 +213,7 @@ _ROI_CACHE_SIZE = 48
 def roi_names(case) -> list[str]:
     """Every ROI of the structure set(s) beside the CT, and the manual contour's name when it came from a file."""
     names = list(case.ct.roi_names()) if hasattr(case.ct, "roi_names") else []
-    if case.manual is not None and case.manual.name not in names and case.source.manual is not None \
-            and case.source.manual.kind != "rtstruct":
+    if case.manual is not None and case.manual.name not in names:
         names.append(case.manual.name)
     return names
 
@@ -287,6 +288,19 @@ def _accepted_lesions(state: dict, lesion_numbers: Sequence[int]) -> tuple[int, 
     return None if picked and len(picked) == len(lesion_numbers) else picked
 
 
+def _lesion_decisions(state: dict, lesion_numbers: Sequence[int]) -> dict[int, str]:
+    """Lesion number → "accepted" / "rejected" for the lesions of the automatic contour that were decided."""
+    if state["whole"] is not None:
+        return {n: "accepted" if state["whole"] else "rejected" for n in lesion_numbers}
+    default = state["lesions"].get("*")
+    out = {}
+    for n in lesion_numbers:
+        value = state["lesions"].get(n, default)
+        if value is not None:
+            out[n] = "accepted" if value else "rejected"
+    return out
+
+
 def case_structures(store, case) -> list[StructureView]:
     """Every structure of the case: the structure set's ROIs, the automatic contour and those created in the
     app, each with its newest version and the newest decision on it."""
@@ -312,18 +326,25 @@ def case_structures(store, case) -> list[StructureView]:
             kind = "GTV" if source == "automatic" else kind_of(name)
             mask_of = (lambda name=name: _source_mask(case, name))
         s = decided.get(name)
-        decision, version, accepted_lesions = None, None, None
+        decision, version, accepted_lesions, lesion_decisions = None, None, None, {}
         if s is not None:
             version = s["version"]
             if name == AUTOMATIC_NAME and version == 0:
-                accepted_lesions = _accepted_lesions(s, [int(r["lesion"]) for r in lesions])
-                decision = "rejected" if accepted_lesions == () else "accepted"
+                numbers = [int(r["lesion"]) for r in lesions]
+                accepted_lesions = _accepted_lesions(s, numbers)
+                lesion_decisions = _lesion_decisions(s, numbers)
+                if accepted_lesions != ():
+                    decision = "accepted"
+                elif s["whole"] is not None or len(lesion_decisions) == len(numbers):
+                    decision = "rejected"  # every lesion was rejected; one rejected lesion alone decides nothing
+                else:
+                    decision, accepted_lesions = None, None
             else:
                 decision = "accepted" if s["whole"] or any(s["lesions"].values()) else "rejected"
         elif name in legacy and v is None:
             decision, version = "accepted", 0
         views.append(StructureView(name, kind, source, colour_of(name), provenance, v, decision, version,
-                                   accepted_lesions, tuple(lesions), mask_of))
+                                   accepted_lesions, tuple(lesions), lesion_decisions, mask_of))
     return views
 
 

@@ -151,12 +151,15 @@ def test_decisions_only_record_what_was_chosen_per_structure_and_lesion(case3, s
     auto = S.structure(store, case3, "GTV-auto")
     assert auto.decision is None
     numbers = [int(r["lesion"]) for r in auto.lesions]
+    if len(numbers) > 1:  # rejecting one lesion decides nothing about the others
+        view = S.decide(store, case3, "dr a", "GTV-auto", False, lesions=[numbers[-1]])
+        assert view.decision is None and view.lesion_decisions == {numbers[-1]: "rejected"}
     view = S.decide(store, case3, "dr a", "GTV-auto", True, lesions=[numbers[0]])
     assert view.decision == "accepted" and view.accepted_lesions in ((numbers[0],), None)
     got = S.accepted_structures(store, case3)
     assert list(got) == ["GTV-auto"] and np.array_equal(got["GTV-auto"].mask, case3.automatic.lesion_mask([numbers[0]]))
     assert got["GTV-auto"].provenance == "AUTOMATIC" and got["GTV-auto"].algorithm_name == S.MODEL_ALGORITHM
-    assert [d["name"] for d in store.structure_decisions(case3.key)] == ["GTV-auto"]  # nothing else recorded
+    assert {d["name"] for d in store.structure_decisions(case3.key)} == {"GTV-auto"}  # nothing else recorded
     S.decide(store, case3, "dr a", "GTV-3", True)
     S.decide(store, case3, "dr a", "GTV-auto", False)
     assert list(S.accepted_structures(store, case3)) == ["GTV-3"]
@@ -230,3 +233,28 @@ def test_editing_effort_active_time_operations_and_change(case3, store, tmp_path
     lines = (tmp_path / "effort.csv").read_text().splitlines()
     assert lines[0] == ",".join(S.EFFORT_COLUMNS) and len(lines) == 2 and text.splitlines() == lines
     assert lines[1].startswith(f"{case3.label},dr a,GTVp,40.0,4,")
+
+
+def test_same_ct_from_a_source_without_its_structure_set_keeps_the_rois_apart(data_dir, tmp_path):
+    """The result cache held one CT entry per content: opened first from a PACS series (no structure set
+    beside it), the same voxels from the zip then listed no ROI at all."""
+    import zipfile
+
+    from lungseg.case import AutomaticSource, CaseSource, ResultCache, open_case_progressively
+
+    bare = tmp_path / "ct-only.zip"
+    with zipfile.ZipFile(data_dir / "LUNG1-003.zip") as src, zipfile.ZipFile(bare, "w") as dst:
+        for item in src.infolist():
+            if item.is_dir():
+                continue
+            data = src.read(item)
+            if b"RTSTRUCT" not in data[:4096] and b"RTPLAN" not in data[:4096] and b"RTDOSE" not in data[:4096]:
+                dst.writestr(item, data)
+    cache = ResultCache(tmp_path / "results")
+    full = CaseSource(str(data_dir / "LUNG1-003.zip"), AutomaticSource("model"))
+    first = next(open_case_progressively(full, cache=cache))
+    assert {"GTV-1", "GTV-2", "GTV-3"} <= set(first.ct.roi_names())
+    other = next(open_case_progressively(CaseSource(str(bare), AutomaticSource("model")), cache=cache))
+    assert other.key == first.key and other.ct.roi_names() == []
+    again = next(open_case_progressively(full, cache=cache))
+    assert again.from_cache and again.ct.roi_names() == first.ct.roi_names()
