@@ -402,6 +402,8 @@ def create_structure(store, case, author, name: str, kind: str, start: Any = "em
             algorithm, algorithm_version = CLICK_ALGORITHM, __version__
         elif provenance == "SEMIAUTOMATIC":
             algorithm, algorithm_version = EDIT_ALGORITHM, __version__
+        elif provenance == "AUTOMATIC":
+            raise InputError("an AUTOMATIC mask needs the algorithm that made it: give (name, version) as 5th element")
     else:
         raise InputError(f"start {start!r}: use 'empty', ('automatic', [n]), ('manual', roi) or "
                          "('mask', array, provenance, origin)")
