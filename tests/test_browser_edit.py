@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from browser_harness import app_env, app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
+from browser_harness import (app_env, app_server, axial_point, expand_picker, launch_chromium, pick_case, screenshot,
+                             viewer_frame)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -165,6 +166,7 @@ def test_edit_accept_export_reload(server, data_dir, tmp_path):
         page.wait_for_timeout(200)
         style = "(c) => c.style.transform"
         assert f.locator("#axialimg").evaluate(style) == f.locator("#axialimg2").evaluate(style) != ""
+        screenshot(page, "viewer-edit.png")
         f.locator("#cmp").uncheck()
         interacting = time.monotonic() - started
         gtvn = viewer_mask(f, "GTVn", shape)

@@ -1,15 +1,12 @@
 """The viewer component in a real browser: a `streamlit run` server on a free localhost port and headless Chromium."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
+from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, screenshot, viewer_frame
 
-REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs"
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 LONG = 240_000  # a cold LUNG1-001 open on a loaded 2-core machine
@@ -130,12 +127,11 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     files = server + "/component/lungseg_app.viewer.component.lungseg_viewer_files/"
     assert page.request.get(files).status == 404
     assert page.request.get(files + "0" * 32 + "/ct-000.gz").status == 404
-    DOCS.mkdir(exist_ok=True)
     f.get_by_label("show lung region").check()
     f.get_by_role("button", name="Lung").click()
     f.locator("#fill").uncheck()
     f.locator("[data-lesion='1']").click()
-    page.screenshot(path=str(DOCS / "viewer-demo.png"))
+    screenshot(page, "viewer-demo.png")
 
 
 def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_case, data_dir):
@@ -180,7 +176,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     assert np.all(np.abs(np.array(mm) - want) <= np.array(vol.spacing) / 2 + 0.05), (mm, want)
     expect(f.locator("body[data-layers*='GTV-auto']")).to_have_count(1, timeout=LONG)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(DOCS / "viewer-lung1-001.png"))
+    screenshot(page, "viewer-lung1-001.png")
     # a second case replaces the first in the same page (no reload)
     open_from_viewer(page, "Open the demo case")
     expect(f.locator("#label")).to_have_text("demo-phantom", timeout=LONG)
