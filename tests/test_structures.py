@@ -258,3 +258,17 @@ def test_same_ct_from_a_source_without_its_structure_set_keeps_the_rois_apart(da
     assert other.key == first.key and other.ct.roi_names() == []
     again = next(open_case_progressively(full, cache=cache))
     assert again.from_cache and again.ct.roi_names() == first.ct.roi_names()
+
+
+def test_a_study_verdict_exports_the_manual_contour_under_its_own_name(case3, store):
+    """Issue 22: the study path named an accepted manual contour "GTV-auto"."""
+    from lungseg import review
+
+    manual = S.accepted_from_verdict(case3, {"accepted_source": "manual", "case_id": "c"})
+    assert list(manual) == ["GTV-1"] and manual["GTV-1"].provenance == "MANUAL"
+    saved = review.record(store, case3, "dr a", {"automatic"}, [1])
+    auto = S.accepted_from_verdict(case3, {"accepted_source": "automatic", "case_id": "c"}, saved)
+    assert list(auto) == ["GTV-auto"] and auto["GTV-auto"].provenance == "AUTOMATIC"
+    assert np.array_equal(auto["GTV-auto"].mask, case3.automatic.lesion_mask([1]))
+    with pytest.raises(InputError, match="no contour was accepted"):
+        S.accepted_from_verdict(case3, {"accepted_source": "none", "case_id": "c"})
