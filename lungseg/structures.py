@@ -56,7 +56,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lungseg.errors import InputError
-from lungseg.maskcodec import PackedMask, pack, unpack, unpack_box
+from lungseg.maskcodec import PackedMask, pack, pack_region, unpack, unpack_box
 
 PROVENANCE = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 KINDS = ("GTVp", "GTVn", "GTV", "CTV", "other")
@@ -175,7 +175,8 @@ class StructureView:
     ``source``: ``"manual"`` (a ROI of the structure set), ``"automatic"`` (the model's contour) or
     ``"created"``; ``latest``: the newest stored version (None for an unedited original); ``decision``:
     None (undecided), ``"accepted"`` or ``"rejected"`` (the newest decision; for the automatic contour
-    ``"accepted"`` when any of its lesions is, see ``accepted_lesions``); ``decided_version``: the version
+    ``"accepted"`` when any of its lesions is, see ``accepted_lesions`` and ``lesion_decisions``, each lesion
+    decided on its own); ``decided_version``: the version
     that decision is about (0 = the original).  ``mask()`` is computed on first use.
     """
 
@@ -189,6 +190,7 @@ class StructureView:
     decided_version: int | None = None
     accepted_lesions: tuple[int, ...] | None = None
     lesions: tuple[dict, ...] = ()
+    lesion_decisions: Mapping[int, str] = field(default_factory=dict)  # lesion number -> accepted / rejected
     _mask_of: Any = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -211,8 +213,7 @@ _ROI_CACHE_SIZE = 48
 def roi_names(case) -> list[str]:
     """Every ROI of the structure set(s) beside the CT, and the manual contour's name when it came from a file."""
     names = list(case.ct.roi_names()) if hasattr(case.ct, "roi_names") else []
-    if case.manual is not None and case.manual.name not in names and case.source.manual is not None \
-            and case.source.manual.kind != "rtstruct":
+    if case.manual is not None and case.manual.name not in names:
         names.append(case.manual.name)
     return names
 
@@ -287,6 +288,19 @@ def _accepted_lesions(state: dict, lesion_numbers: Sequence[int]) -> tuple[int, 
     return None if picked and len(picked) == len(lesion_numbers) else picked
 
 
+def _lesion_decisions(state: dict, lesion_numbers: Sequence[int]) -> dict[int, str]:
+    """Lesion number → "accepted" / "rejected" for the lesions of the automatic contour that were decided."""
+    if state["whole"] is not None:
+        return {n: "accepted" if state["whole"] else "rejected" for n in lesion_numbers}
+    default = state["lesions"].get("*")
+    out = {}
+    for n in lesion_numbers:
+        value = state["lesions"].get(n, default)
+        if value is not None:
+            out[n] = "accepted" if value else "rejected"
+    return out
+
+
 def case_structures(store, case) -> list[StructureView]:
     """Every structure of the case: the structure set's ROIs, the automatic contour and those created in the
     app, each with its newest version and the newest decision on it."""
@@ -312,18 +326,25 @@ def case_structures(store, case) -> list[StructureView]:
             kind = "GTV" if source == "automatic" else kind_of(name)
             mask_of = (lambda name=name: _source_mask(case, name))
         s = decided.get(name)
-        decision, version, accepted_lesions = None, None, None
+        decision, version, accepted_lesions, lesion_decisions = None, None, None, {}
         if s is not None:
             version = s["version"]
             if name == AUTOMATIC_NAME and version == 0:
-                accepted_lesions = _accepted_lesions(s, [int(r["lesion"]) for r in lesions])
-                decision = "rejected" if accepted_lesions == () else "accepted"
+                numbers = [int(r["lesion"]) for r in lesions]
+                accepted_lesions = _accepted_lesions(s, numbers)
+                lesion_decisions = _lesion_decisions(s, numbers)
+                if accepted_lesions != ():
+                    decision = "accepted"
+                elif s["whole"] is not None or len(lesion_decisions) == len(numbers):
+                    decision = "rejected"  # every lesion was rejected; one rejected lesion alone decides nothing
+                else:
+                    decision, accepted_lesions = None, None
             else:
                 decision = "accepted" if s["whole"] or any(s["lesions"].values()) else "rejected"
         elif name in legacy and v is None:
             decision, version = "accepted", 0
         views.append(StructureView(name, kind, source, colour_of(name), provenance, v, decision, version,
-                                   accepted_lesions, tuple(lesions), mask_of))
+                                   accepted_lesions, tuple(lesions), lesion_decisions, mask_of))
     return views
 
 
@@ -381,6 +402,8 @@ def create_structure(store, case, author, name: str, kind: str, start: Any = "em
             algorithm, algorithm_version = CLICK_ALGORITHM, __version__
         elif provenance == "SEMIAUTOMATIC":
             algorithm, algorithm_version = EDIT_ALGORITHM, __version__
+        elif provenance == "AUTOMATIC":
+            raise InputError("an AUTOMATIC mask needs the algorithm that made it: give (name, version) as 5th element")
     else:
         raise InputError(f"start {start!r}: use 'empty', ('automatic', [n]), ('manual', roi) or "
                          "('mask', array, provenance, origin)")
@@ -405,14 +428,23 @@ class SliceDelta:
     added: np.ndarray
     removed: np.ndarray
 
-    def region(self, mask: np.ndarray):
+    def bounds(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(start, stop) of the delta's voxels in [z, y, x], stops exclusive."""
         a0, b0, a1, b1 = self.box
         ax = AXES[self.axis]
-        sl: list[Any] = [slice(None)] * 3
-        sl[ax] = self.index
         rest = [i for i in range(3) if i != ax]
-        sl[rest[0]], sl[rest[1]] = slice(a0, a1), slice(b0, b1)
-        return tuple(sl)
+        start, stop = [0, 0, 0], [0, 0, 0]
+        start[ax], stop[ax] = self.index, self.index + 1
+        start[rest[0]], stop[rest[0]] = a0, a1
+        start[rest[1]], stop[rest[1]] = b0, b1
+        return tuple(start), tuple(stop)
+
+    def region(self, offset: Sequence[int] = (0, 0, 0)):
+        """The index of the delta's slice box in an array whose first voxel lies at ``offset``."""
+        start, stop = self.bounds()
+        ax = AXES[self.axis]
+        return tuple(start[i] - offset[i] if i == ax else slice(start[i] - offset[i], stop[i] - offset[i])
+                     for i in range(3))
 
 
 def _b64_bits(bits: np.ndarray) -> str:
@@ -494,11 +526,14 @@ def deltas_between(before: np.ndarray, after: np.ndarray) -> list[SliceDelta]:
     return [delta_between(before[k], after[k], "axial", int(k)) for k in diff]
 
 
-def apply_deltas(mask: np.ndarray, deltas: Iterable[SliceDelta]) -> np.ndarray:
-    """``mask`` with ``deltas`` applied in order (a new array)."""
+def apply_deltas(mask: np.ndarray, deltas: Iterable[SliceDelta], offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """``mask`` (whose first voxel lies at ``offset`` of the grid) with ``deltas`` applied in order (a new array)."""
     out = np.array(mask, dtype=bool, copy=True)
     for d in deltas:
-        region = d.region(out)
+        start, stop = d.bounds()
+        if any(a - o < 0 or b - o > n for a, b, o, n in zip(start, stop, offset, out.shape)):
+            raise InputError(f"an edit on {d.axis} slice {d.index}: box {list(d.box)} lies outside the grid")
+        region = d.region(offset)
         target = out[region]
         if target.shape != d.added.shape or target.shape != d.removed.shape:
             raise InputError(f"an edit on {d.axis} slice {d.index}: box {list(d.box)} does not fit the grid {out.shape}")
@@ -506,24 +541,22 @@ def apply_deltas(mask: np.ndarray, deltas: Iterable[SliceDelta]) -> np.ndarray:
     return out
 
 
-def _base(store, case, name: str, base_version: int) -> tuple[np.ndarray, StructureVersion | None, str]:
-    """(mask, stored base version or None for the original, its provenance)."""
+def _base(store, case, name: str, base_version: int):
+    """(the base's mask: a PackedMask or None (empty) when stored, the full array for an original; the stored
+    base version or None for the original; its provenance)."""
     latest = _stored(store, case, name, latest_only=True)
     current = latest[0].version if latest else 0
     if int(base_version) != current:
         raise InputError(f"structure {name}: the edit was made on version {int(base_version)}, but version {current} "
                          "is the latest; reload the structure and edit again")
     if latest:
-        return latest[0].array(tuple(case.volume.shape)), latest[0], latest[0].provenance
+        if tuple(latest[0].shape) != tuple(case.volume.shape):
+            raise InputError(f"structure {name} lies on a grid {latest[0].shape}, not the case's {case.volume.shape}")
+        return latest[0].mask, latest[0], latest[0].provenance
     sources = _sources(case)
     if name not in sources:
         raise InputError(f"{case.label}: no structure {name!r} to edit; create it first")
     return _source_mask(case, name), None, "AUTOMATIC" if sources[name] == "automatic" else "MANUAL"
-
-
-def _root_origin(store, case, name: str) -> str:
-    rows = store.structure_versions(case.key, name, with_masks=False)
-    return rows[0]["origin"] if rows else "source"
 
 
 def store_edit(store, case, author, name: str, base_version: int, mask: np.ndarray, *, operations: int = 1,
@@ -533,16 +566,22 @@ def store_edit(store, case, author, name: str, base_version: int, mask: np.ndarr
     Provenance: SEMIAUTOMATIC, except that a structure drawn by hand from nothing (or a manual ROI)
     edited only by hand (``assisted=False``: no interpolation, threshold paint or import) stays MANUAL.
     """
+    name = _check_name(name)
+    mask = np.asarray(mask, bool)
+    if mask.shape != tuple(case.volume.shape):
+        raise InputError(f"{case.label}: an edited mask of shape {mask.shape} does not fit the grid "
+                         f"{tuple(case.volume.shape)}")
+    return _store_version(store, case, author, name, base_version, pack(mask) if mask.any() else None,
+                          _base(store, case, name, base_version), operations=operations, origin=origin,
+                          assisted=assisted, algorithm=algorithm)
+
+
+def _store_version(store, case, author, name: str, base_version: int, packed: PackedMask | None, based, *,
+                   operations: int, origin: str, assisted: bool, algorithm: tuple[str, str] | None) -> StructureVersion:
     from lungseg import __version__
 
-    name = _check_name(name)
-    base_mask, base, base_provenance = _base(store, case, name, base_version)
-    mask = np.asarray(mask, bool)
-    if mask.shape != base_mask.shape:
-        raise InputError(f"{case.label}: an edited mask of shape {mask.shape} does not fit the grid {base_mask.shape}")
-    by_hand = base_provenance == "MANUAL" and not assisted and (base is None or _root_origin(store, case, name)
-                                                                 in ("empty",) or base.origin.startswith("manual"))
-    provenance = "MANUAL" if by_hand else "SEMIAUTOMATIC"
+    _, base, base_provenance = based
+    provenance = "MANUAL" if base_provenance == "MANUAL" and not assisted else "SEMIAUTOMATIC"
     if algorithm is not None:
         algo, algo_version = algorithm
     elif provenance == "MANUAL":
@@ -553,9 +592,8 @@ def store_edit(store, case, author, name: str, base_version: int, mask: np.ndarr
         algo = f"{first} + {EDIT_ALGORITHM}" if first and EDIT_ALGORITHM not in first else first or EDIT_ALGORITHM
         algo_version = __version__
     kind = base.kind if base is not None else ("GTV" if name == AUTOMATIC_NAME else kind_of(name))
-    packed = pack(mask) if mask.any() else None
     row = store.add_structure_version(case.key, case.label, name, kind, provenance=provenance, origin=origin,
-                                      author=author, shape=mask.shape, mask=packed, parent=int(base_version),
+                                      author=author, shape=tuple(case.volume.shape), mask=packed, parent=int(base_version),
                                       expected_latest=int(base_version), operations=int(operations),
                                       algorithm=algo, algorithm_version=algo_version)
     return StructureVersion.from_row(row)
@@ -570,43 +608,86 @@ def apply_edits(store, case, author, name: str, base_version: int, deltas: "str 
     if isinstance(deltas, (str, bytes)):
         deltas = decode_deltas(deltas, shape)
     else:
-        deltas = list(deltas)
-    base_mask, _, _ = _base(store, case, _check_name(name), base_version)
-    return store_edit(store, case, author, name, base_version, apply_deltas(base_mask, deltas),
-                      operations=operations, assisted=assisted)
+        deltas = [d for d in deltas if d is not None]
+    name = _check_name(name)
+    based = _base(store, case, name, base_version)
+    return _store_version(store, case, author, name, base_version, _edited(based[0], deltas, shape), based,
+                          operations=operations, origin="edited", assisted=assisted, algorithm=None)
 
 
-def interpolate_slices(mask: np.ndarray, edited_slices: Sequence[int]) -> np.ndarray:
-    """Morphological contour interpolation (ITK's, through SimpleITK) between edited axial slices.
+def _edited(base: "np.ndarray | PackedMask | None", deltas: list[SliceDelta], shape) -> PackedMask | None:
+    """The base mask with ``deltas`` applied, packed; a stored base is edited inside the box that holds it and
+    the deltas (a few slices of a lesion), never on the whole grid."""
+    if isinstance(base, np.ndarray):
+        region, offset = apply_deltas(base, deltas), (0, 0, 0)
+    else:
+        bounds = [d.bounds() for d in deltas] + ([(base.box[:3], base.box[3:])] if base is not None else [])
+        if not bounds:
+            return None
+        lo = [min(b[0][i] for b in bounds) for i in range(3)]
+        hi = [max(b[1][i] for b in bounds) for i in range(3)]
+        if any(h > n for h, n in zip(hi, shape)):
+            raise InputError(f"an edit lies outside the case's grid {tuple(shape)}")
+        region = np.zeros([h - low for low, h in zip(lo, hi)], bool)
+        if base is not None:
+            z0, y0, x0, z1, y1, x1 = (v - lo[i % 3] for i, v in enumerate(base.box))
+            region[z0:z1, y0:y1, x0:x1] = unpack_box(base)
+        region, offset = apply_deltas(region, deltas, lo), tuple(lo)
+    return pack_region(region, offset, shape) if region.any() else None
 
-    The edited slices are kept as they are; each slice between the first and the last edited one that was
-    not edited gets the interpolated shape added to what it holds.  Slices outside that range are unchanged.
+
+def interpolate_slices(mask: np.ndarray, edited_slices: Sequence[int],
+                       spacing_yx: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Interpolation of the contour between edited axial slices (shape-based: the signed distance maps of
+    each pair of consecutive edited slices, SimpleITK's SignedMaurerDistanceMap, blended linearly).
+
+    The edited slices are kept as they are; each slice between two consecutive edited ones that both hold a
+    contour, and that was not edited itself, gets the interpolated shape added to what it holds.  Slices
+    outside the edited range are unchanged.  ITK's morphological contour interpolator is not wrapped by
+    SimpleITK 2.5, and the ``itk`` package that has it is 1.6 GB and needs ~50 s for its first call.
     """
     import SimpleITK as sitk
 
     mask = np.asarray(mask, bool)
     edited = sorted({int(k) for k in edited_slices if 0 <= int(k) < mask.shape[0]})
     out = mask.copy()
-    if len(edited) < 2:
+    with_contour = [k for k in edited if mask[k].any()]
+    if len(with_contour) < 2:
         return out
-    lo, hi = edited[0], edited[-1]
-    keys = np.zeros(mask.shape[0], bool)
-    keys[edited] = True
-    sub = np.where(keys[lo:hi + 1, None, None], mask[lo:hi + 1], False)
-    if not sub.any():
-        return out
+    sub = mask[with_contour]
     ys, xs = np.flatnonzero(sub.any(axis=(0, 2))), np.flatnonzero(sub.any(axis=(0, 1)))
     y0, y1 = max(int(ys[0]) - 2, 0), min(int(ys[-1]) + 3, mask.shape[1])
     x0, x1 = max(int(xs[0]) - 2, 0), min(int(xs[-1]) + 3, mask.shape[2])
-    image = sitk.GetImageFromArray(sub[:, y0:y1, x0:x1].astype(np.uint8))
-    f = sitk.MorphologicalContourInterpolatorImageFilter()
-    f.SetAxis(2)  # ITK's z: between axial slices
-    f.SetLabel(1)
-    filled = sitk.GetArrayFromImage(f.Execute(image)).astype(bool)
-    between = ~keys[lo:hi + 1]
-    region = out[lo:hi + 1, y0:y1, x0:x1]
-    region[between] |= filled[between]
+
+    def signed_distance(k: int) -> np.ndarray:  # mm, negative inside
+        image = sitk.GetImageFromArray(mask[k, y0:y1, x0:x1].astype(np.uint8))
+        image.SetSpacing((float(spacing_yx[1]), float(spacing_yx[0])))
+        return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
+                                                                   squaredDistance=False, useImageSpacing=True))
+
+    done = set(edited)
+    for a, b in zip(with_contour, with_contour[1:]):
+        if b - a < 2 or any(k in done for k in range(a + 1, b)):
+            continue
+        da, db = signed_distance(a), signed_distance(b)
+        for k in range(a + 1, b):
+            t = (k - a) / (b - a)
+            out[k, y0:y1, x0:x1] |= (1.0 - t) * da + t * db <= 0.0
     return out
+
+
+def interpolate_structure(store, case, author, name: str, base_version: int,
+                          edited_slices: Sequence[int]) -> StructureVersion:
+    """Interpolate the latest version of ``name`` between its ``edited_slices`` (:func:`interpolate_slices`,
+    the case's in-plane spacing) and store the result as a new SEMIAUTOMATIC version (one operation)."""
+    name = _check_name(name)
+    base, _, _ = _base(store, case, name, base_version)
+    shape = tuple(case.volume.shape)
+    full = base if isinstance(base, np.ndarray) else unpack(base) if base is not None else np.zeros(shape, bool)
+    spacing = case.volume.spacing_zyx
+    return store_edit(store, case, author, name, base_version,
+                      interpolate_slices(full, edited_slices, (spacing[1], spacing[2])), operations=1,
+                      origin="interpolated", assisted=True)
 
 
 def brush(volume, centre_zyx: Sequence[float], radius_mm: float) -> np.ndarray:

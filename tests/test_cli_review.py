@@ -145,3 +145,22 @@ def test_edited_contour_is_a_new_semiautomatic_version_exported_under_its_name(l
     assert np.array_equal(edited, edited_source_grid)
     if DCIODVFY:
         assert_valid(files["rtstruct"], files["seg"])
+
+
+def test_name_names_an_unedited_accepted_lesion(lung1_003, capsys):
+    import pydicom
+
+    ct, d, segmented = lung1_003
+    db = d / "named.db"
+    assert main(["review", str(ct), "--db", str(db), "--accept", "automatic", "--lesions", "1", "--name", "GTVp"]) == 0
+    assert "accepted as GTVp version 1 (AUTOMATIC, automatic lesion 1)" in capsys.readouterr().out
+    out = d / "named.dcm"
+    assert main(["export", str(ct), "--db", str(db), "--accepted", "--format", "rtstruct", "--out", str(out)]) == 0
+    (roi,) = pydicom.dcmread(out).StructureSetROISequence
+    assert (roi.ROIName, roi.ROIGenerationAlgorithm) == ("GTVp", "AUTOMATIC")
+    assert roi.ROIGenerationDescription.startswith("lungseg U-Net ")
+    # a second review under the same name with another contour is refused in one line
+    assert main(["review", str(ct), "--db", str(db), "--accept", "manual", "--name", "GTVp"]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert main(["review", str(ct), "--db", str(db), "--accept", "automatic", "--edited", str(out)]) == 2
+    assert "--edited needs --name" in capsys.readouterr().err

@@ -63,15 +63,17 @@ def _load_source_ct(source: CaseSource, cache: ResultCache, say: Progress):
         ct_identity = source_identity(p)
     identity = digest([ct_identity, source.series_uid, source.label, CACHE_FORMAT])
     key = cache.hash_for_source(identity)
+    # the CT entry is per source, not per content: the same voxels from a PACS series and from a zip come with
+    # different structure sets and files beside them
     if key is not None:
-        loaded = cache.load_ct(key)
+        loaded = cache.load_ct(f"{key}-{identity}")
         if loaded is not None:
             return loaded, key, True
     say(f"Reading {label or p.name}", 0.02)
     loaded = load_ct(p, series_uid=source.series_uid, label=label)
     key = content_hash(loaded.volume)
     try:
-        cache.save_ct(key, loaded)
+        cache.save_ct(f"{key}-{identity}", loaded)
         cache.remember_source(identity, key)
     except OSError:
         pass

@@ -61,6 +61,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         from lungseg.imaging.io import load_label
 
         edited = load_label(args.edited, case.ct)
+        if not edited.any():
+            raise InputError(f"--edited {Path(args.edited).name}: the label image is empty (no voxel above 0)")
     with StudyStore(args.db) as store:
         review.decisions_for(case, accept, lesions)  # every check before anything is stored
         named = None

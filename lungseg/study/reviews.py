@@ -502,12 +502,17 @@ class Reviewing(Voting):
 
     def _with_masks(self, rows: list[Mapping[str, Any]]) -> list[CaseReview]:
         """Case reviews from their rows, with the masks of their added lesions."""
-        digests = sorted({a["mask"] for r in rows for a in json.loads(r["added_json"] or "[]")})
-        masks: dict[str, PackedMask] = {}
+        masks = self._masks_by_digest(a["mask"] for r in rows for a in json.loads(r["added_json"] or "[]"))
+        return [_case_review(r, masks) for r in rows]
+
+    def _masks_by_digest(self, digests: Iterable[str]) -> dict[str, PackedMask]:
+        """The stored masks (``lesion_masks``) of these digests."""
+        digests = sorted({d for d in digests if d})
+        out: dict[str, PackedMask] = {}
         for i in range(0, len(digests), 500):
             chunk = digests[i:i + 500]
             for m in self._rows(f"SELECT digest, shape_json, box_json, voxels, data FROM lesion_masks WHERE digest IN "
                                 f"({', '.join('?' * len(chunk))})", chunk):
-                masks[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
-                                                int(m["voxels"]), bytes(m["data"]))
-        return [_case_review(r, masks) for r in rows]
+                out[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
+                                              int(m["voxels"]), bytes(m["data"]))
+        return out

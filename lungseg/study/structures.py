@@ -33,17 +33,6 @@ def person(who: "str | AdminSession | RaterSession") -> str:
 class Structuring(Reviewing):
     """Versions of a case's structures, decisions on them, and the viewer's activity events."""
 
-    def _masks_by_digest(self, digests: Iterable[str]) -> dict[str, PackedMask]:
-        digests = sorted({d for d in digests if d})
-        out: dict[str, PackedMask] = {}
-        for i in range(0, len(digests), 500):
-            chunk = digests[i:i + 500]
-            for m in self._rows(f"SELECT digest, shape_json, box_json, voxels, data FROM lesion_masks WHERE digest IN "
-                                f"({', '.join('?' * len(chunk))})", chunk):
-                out[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
-                                              int(m["voxels"]), bytes(m["data"]))
-        return out
-
     def _with_version_masks(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         masks = self._masks_by_digest(r["mask_digest"] for r in rows)
         for r in rows:
@@ -95,7 +84,8 @@ class Structuring(Reviewing):
 
     def structure_versions(self, case_key: str, name: str | None = None, *, latest_only: bool = False,
                            with_masks: bool = True) -> list[dict[str, Any]]:
-        """Stored versions of a case's structures (of ``name`` only when given), oldest first; with
+        """Stored versions of a case's structures (of ``name`` only when given), in the order the structures were
+        made, each oldest version first; with
         ``latest_only`` the newest version of each structure."""
         sql = f"SELECT {_VERSION_COLUMNS} FROM structure_versions v WHERE case_key = ?"
         params: list[Any] = [str(case_key)]
@@ -105,7 +95,8 @@ class Structuring(Reviewing):
         if latest_only:
             sql += (" AND version = (SELECT MAX(version) FROM structure_versions w "
                     "WHERE w.case_key = v.case_key AND w.name = v.name)")
-        rows = self._rows(sql + " ORDER BY name, version", params)
+        rows = self._rows(sql + " ORDER BY (SELECT MIN(id) FROM structure_versions w WHERE w.case_key = v.case_key "
+                                "AND w.name = v.name), version", params)  # structures in the order they were made
         if with_masks:
             return self._with_version_masks(rows)
         for r in rows:

@@ -111,7 +111,8 @@ async function loadMask(layer, file, gen) {
     if (gen !== S.gen || layer.file !== file) return;
     S.case.masks.set(file, bits);
     if (layer.bits && layer.structure && E.touched.has(layer.name)) replacedByServer(layer, layer.bits, bits);
-    layer.bits = bits; layer.loaded = file; layer.rev = (layer.rev || 0) + 1;
+    layer.bits = bits; layer.loaded = file; layer.rev = (layer.rev || 0) + 1; layer.axialRuns = null; layer.runsMode = "";
+    layer.held = Math.max(layer.held || 0, layer.loadingVersion || 0); publishVersions();
     document.body.dataset.layers = [...S.layers.values()].filter((l) => l.bits).map((l) => l.name).join(",");
     renderLayerPanel(); requestDraw();
   } catch (e) { if (gen === S.gen && e.name !== "AbortError") { layer.requested = null; layer.error = e.message; renderLayerPanel(); } }
@@ -325,7 +326,7 @@ function draw() {
   if (E.compare) renderAxial(B, layers, 2);
   placeAxial();
   // while W/L is dragged or a stroke painted only the axial view follows each move; the reformats catch up on release
-  for (const R of REFORMATS) { if (!S.wlDragging && !E.stroke) renderReformat(R, layers); placeLines(R); }
+  for (const R of REFORMATS) { if (!S.wlDragging && !E.stroke && !E.quick) renderReformat(R, layers); placeLines(R); }
   prebuildRuns();
 }
 function requestDraw() { if (!S.drawQueued) { S.drawQueued = true; requestAnimationFrame(draw); } }
@@ -356,9 +357,16 @@ let layerPanelKey = "";
 function renderLayerPanel() {
   // rebuilt only when a layer appears, loads, fails or changes its decision: a rerun must not replace a
   // slider being dragged
-  const key = JSON.stringify([E.active, [...S.layers.values()].map((l) => [l.name, l.detail, l.file, !!l.bits, l.error,
-    l.structure && [l.structure.decision, l.structure.version, l.structure.provenance]])]);
-  if (key === layerPanelKey) return;
+  // (a new version of the structure being edited only changes its row's text: no rebuild per edit)
+  const key = JSON.stringify([E.active, [...S.layers.values()].map((l) => [l.name, l.detail, !!l.file, !!l.bits, l.error,
+    l.structure && l.structure.decision])]);
+  if (key === layerPanelKey) {
+    for (const row of $("layers").querySelectorAll(".row")) {
+      const l = S.layers.get(row.dataset.layer), nm = row.querySelector(".nm"), text = l && layerText(l);
+      if (l && nm.textContent !== text) nm.textContent = text;
+    }
+    return;
+  }
   layerPanelKey = key;
   const box = $("layers");
   box.textContent = "";
@@ -367,12 +375,14 @@ function renderLayerPanel() {
     const row = document.createElement("div"); row.className = "row" + (E.active === l.name ? " active" : "");
     row.dataset.layer = l.name;
     const cb = document.createElement("input"); cb.type = "checkbox"; cb.checked = l.on; cb.setAttribute("aria-label", "show " + l.name);
-    cb.onchange = () => { l.on = cb.checked; requestDraw(); };
+    cb.onchange = () => {  // a structure not drawn yet is asked for
+      l.on = cb.checked; requestDraw();
+      if (l.on && l.structure && !l.file) queue({ type: "show", name: l.name });
+    };
     const sw = document.createElement("span"); sw.className = "sw"; sw.style.background = `rgb(${l.colour.join(",")})`;
     const name = document.createElement("span"); name.className = "nm";
     const st = l.structure;
-    name.textContent = l.name + (l.detail ? ` (${l.detail})` : "") + (st ? ` · ${st.kind} · ${st.provenance}${st.version ? " v" + st.version : ""}` : "")
-      + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : " · computing…");
+    name.textContent = layerText(l);
     const op = document.createElement("input"); op.type = "range"; op.min = "0"; op.max = "1"; op.step = "0.05"; op.value = String(l.opacity);
     op.setAttribute("aria-label", l.name + " opacity");
     op.oninput = () => { l.opacity = parseFloat(op.value); requestDraw(); };
@@ -389,6 +399,11 @@ function renderLayerPanel() {
     row.append(cb, sw, name, op, acts); box.append(row);
   }
   renderCompareChoices();
+}
+function layerText(l) {
+  const st = l.structure;
+  return l.name + (l.detail ? ` (${l.detail})` : "") + (st ? ` · ${st.kind} · ${st.provenance}${st.version ? " v" + st.version : ""}` : "")
+    + (l.bits ? "" : l.error ? " · failed" : l.file ? " · loading…" : st && !st.shown ? "" : " · computing…");
 }
 function actButton(text, label, onclick) {
   const b = document.createElement("button"); b.textContent = text; b.setAttribute("aria-label", label); b.onclick = onclick;
@@ -455,7 +470,7 @@ function toMm([k, j, i]) {  // LPS mm of a voxel centre: origin + direction · (
 function emit(reason) {
   S.seq += 1; S.sentSlice = S.z;
   const now = performance.now();
-  for (const m of E.outbox) if (!E.sentAt.has(m.id)) E.sentAt.set(m.id, now);
+  for (const m of E.outbox) if (!E.sentAt.has(m.id)) E.sentAt.set(m.id, now);  // the save time starts here
   E.sentEvents = E.events.length;
   setComponentValue({ case: S.key, reason, slice: S.z, hu: S.hover ? S.hover.hu : null,
     voxel: S.hover ? S.hover.zyx : null, click: S.click, seq: S.seq, outbox: E.outbox, activity: E.events });
@@ -509,7 +524,6 @@ axial.addEventListener("contextmenu", (ev) => ev.preventDefault());
 axial.addEventListener("pointerdown", (ev) => {
   if (!S.g) return;
   axial.focus({ preventScroll: true });
-  note("pointer");
   if (ev.button === 0 && !ev.ctrlKey && PAINTING.has(E.tool)) {
     const zyx = voxelAt(ev, true);
     if (zyx && startStroke(zyx)) { axial.setPointerCapture(ev.pointerId); ev.preventDefault(); return; }
@@ -621,13 +635,16 @@ function apply(args) {
   for (const a of args.layers) {
     names.add(a.name);
     let l = S.layers.get(a.name);
-    if (!l) { l = { name: a.name, colour: a.colour, opacity: a.opacity, on: true, bits: null, file: null, requested: null, version: -1 }; S.layers.set(a.name, l); }
+    if (!l) {
+      l = { name: a.name, colour: a.colour, opacity: a.opacity, on: a.structure ? a.structure.shown : true, bits: null, file: null, requested: null, version: -1 };
+      S.layers.set(a.name, l);
+    }
     l.detail = a.detail; l.file = a.file; l.structure = a.structure || null;
     if (!a.file || l.requested === a.file) continue;
     // a structure this page edits already holds what the server stored: fetch only a version made elsewhere
     // (interpolation, a new structure, another tab), never while edits of it are on their way
     if (l.structure && l.bits && (a.structure.version <= l.version || E.outbox.some((m) => m.name === l.name))) continue;
-    l.requested = a.file; l.version = a.structure ? a.structure.version : -1; loadMask(l, a.file, S.gen);
+    l.requested = a.file; l.version = a.structure ? a.structure.version : -1; l.loadingVersion = l.version; loadMask(l, a.file, S.gen);
   }
   for (const n of [...S.layers.keys()]) if (!names.has(n)) S.layers.delete(n);
   const files = new Set(args.layers.map((a) => a.file));
@@ -661,7 +678,7 @@ var E;
 function resetEditing() {
   E = { tool: E ? E.tool : "nav", radiusMm: E ? E.radiusMm : 5, preset: E ? E.preset : null, presets: E ? E.presets : {},
     presetsJson: E ? E.presetsJson : "", active: null, offered: E ? E.offered : null, stroke: null, undo: [], redo: [],
-    outbox: [], nextId: E ? E.nextId : 1, sentAt: new Map(), saves: E ? E.saves : [], events: [], sentEvents: 0,
+    outbox: [], nextId: E ? E.nextId : Date.now(), sentAt: new Map(), saves: E ? E.saves : [], events: [], sentEvents: 0,
     lastNote: {}, edited: new Map(), touched: new Set(), compare: null, timer: null, error: "" };
 }
 resetEditing();
@@ -694,8 +711,7 @@ function setActive(name) {
 }
 function activeLayer() { const l = E.active ? S.layers.get(E.active) : null; return l && l.bits && l.structure ? l : null; }
 function showEditing() {
-  const l = activeLayer();
-  $("editing").textContent = l ? `editing ${l.name}` : PAINTING.has(E.tool) ? "choose a structure to edit (Edit)" : "";
+  $("editing").textContent = E.active ? `editing ${E.active}` : PAINTING.has(E.tool) ? "choose a structure to edit (Edit)" : "";
   const waiting = E.outbox.length;
   $("saved").textContent = E.error ? E.error : waiting ? `saving ${waiting}…` : E.saves.length ? "saved" : "";
   $("undo").disabled = !E.undo.length; $("redo").disabled = !E.redo.length;
@@ -704,10 +720,12 @@ function showEditing() {
 }
 
 // activity for the editing-effort measure: the time of a pointer press, a key or an edit (a move only
-// once a second), sent with the next value, or after 10 s
+// once a second), sent with the next value, or after 15 s (browser-only work such as stepping does not
+// cost a rerun per event)
+const ACTIVITY_FLUSH_MS = 15000;
 function note(kind) {
   E.events.push([Math.round((performance.timeOrigin + performance.now())) / 1000, kind]);
-  if (!E.timer) E.timer = setTimeout(() => { E.timer = null; if (E.events.length > E.sentEvents) emit("activity"); }, 10000);
+  if (!E.timer) E.timer = setTimeout(() => { E.timer = null; if (E.events.length > E.sentEvents) emit("activity"); }, ACTIVITY_FLUSH_MS);
 }
 function noteEvery(kind) {
   const now = performance.now();
@@ -791,7 +809,8 @@ function endStroke() {
   for (let p = 0; p < after.length; p++) if (after[p] !== st.before[p]) (after[p] ? added : removed).push(p);
   requestDraw();  // the reformats catch up
   if (!added.length && !removed.length) return;
-  const step = { name: st.l.name, slices: [{ z: st.z, added: Int32Array.from(added), removed: Int32Array.from(removed) }] };
+  const step = { name: st.l.name, assisted: st.tool === "hu",
+    slices: [{ z: st.z, added: Int32Array.from(added), removed: Int32Array.from(removed) }] };
   E.undo.push(step); if (E.undo.length > UNDO_STEPS) E.undo.shift();
   E.redo = [];
   send(step, false);
@@ -826,14 +845,22 @@ function applyStep(step, reverse) {
 function undo() {
   const step = E.undo.pop();
   if (!step) return;
+  quickly();
   if (applyStep(step, true)) { E.redo.push(step); send(step, true); }
   showEditing();
 }
 function redo() {
   const step = E.redo.pop();
   if (!step) return;
+  quickly();
   if (applyStep(step, false)) { E.undo.push(step); send(step, false); }
   showEditing();
+}
+// the next frames draw the axial view only; the reformats catch up once undo / redo presses pause
+function quickly() {
+  E.quick = true;
+  clearTimeout(E.quickTimer);
+  E.quickTimer = setTimeout(() => { E.quick = false; requestDraw(); }, 150);
 }
 // a version made by the server (interpolation) replacing what this page shows: one undo step
 function replacedByServer(l, before, after) {
@@ -847,7 +874,7 @@ function replacedByServer(l, before, after) {
     if (added || removed) slices.push({ z, added: Int32Array.from(added || []), removed: Int32Array.from(removed || []) });
   }
   if (!slices.length) return;
-  E.undo.push({ name: l.name, slices }); if (E.undo.length > UNDO_STEPS) E.undo.shift();
+  E.undo.push({ name: l.name, assisted: true, slices }); if (E.undo.length > UNDO_STEPS) E.undo.shift();
   E.redo = [];
   showEditing();
 }
@@ -879,12 +906,27 @@ function send(step, reverse) {
   for (const sl of step.slices) { const e = E.edited.get(step.name) || new Set(); e.add(sl.z); E.edited.set(step.name, e); }
   E.touched.add(step.name);
   note("edit");
-  queue({ type: "edit", name: step.name, deltas: step.slices.map((sl) => sliceDelta(sl, reverse)) });
+  queue({ type: "edit", name: step.name, assisted: !!step.assisted, deltas: step.slices.map((sl) => sliceDelta(sl, reverse)) });
 }
+// the value goes to Streamlit after the frame showing the edit is painted: the parent page's handling of
+// it runs on the same thread and would otherwise delay that frame
+// One value at a time is on its way: messages made meanwhile (rapid undos) go together once Python has
+// answered, so a burst of edits costs a few reruns, not one each (re-sent after 3 s without an answer).
 function queue(message) {
   E.outbox.push({ id: E.nextId++, ...message });
   showEditing();
-  emit("edit");
+  flush();
+}
+function flush() {
+  if (E.emitQueued || !E.outbox.length || (E.inFlight && performance.now() - E.inFlight < 3000)) return;
+  E.emitQueued = true;
+  requestAnimationFrame(() => setTimeout(() => {
+    E.emitQueued = false;
+    E.inFlight = performance.now();
+    emit("edit");
+    clearTimeout(E.resend);
+    E.resend = setTimeout(flush, 3100);
+  }, 0));
 }
 function interpolate() {
   const l = activeLayer();
@@ -904,7 +946,13 @@ function acknowledge(args) {
     const m = E.outbox.shift(), t = E.sentAt.get(m.id);
     if (t !== undefined) { E.saves.push({ type: m.type, ms: now - t }); E.sentAt.delete(m.id); }
   }
-  for (const [name, v] of Object.entries(ack.versions || {})) { const l = S.layers.get(name); if (l && v > l.version) l.version = v; }
+  if (E.inFlight && !E.outbox.some((m) => E.sentAt.has(m.id))) { E.inFlight = 0; clearTimeout(E.resend); }
+  for (const [name, v] of Object.entries(ack.versions || {})) {
+    const l = S.layers.get(name);
+    if (l && v > l.version) { l.version = v; l.held = Math.max(l.held || 0, v); }
+  }
+  publishVersions();
+  if (!E.inFlight && E.outbox.length) flush();
   if (ack.error && ack.error !== E.lastError) { E.lastError = ack.error; E.error = ack.error; }
   if (E.sentEvents) { E.events = E.events.slice(E.sentEvents); E.sentEvents = 0; }
   window.__saves = E.saves;
@@ -933,7 +981,7 @@ $("cmp").onchange = readCompare; $("cmpA").onchange = readCompare; $("cmpB").onc
 {
   const v2 = $("axial2");
   let d2 = null;
-  v2.addEventListener("pointerdown", (ev) => { note("pointer"); d2 = { x: ev.clientX, y: ev.clientY, panX: S.panX, panY: S.panY }; v2.setPointerCapture(ev.pointerId); });
+  v2.addEventListener("pointerdown", (ev) => { d2 = { x: ev.clientX, y: ev.clientY, panX: S.panX, panY: S.panY }; v2.setPointerCapture(ev.pointerId); });
   v2.addEventListener("pointermove", (ev) => { if (d2) { S.panX = d2.panX + ev.clientX - d2.x; S.panY = d2.panY + ev.clientY - d2.y; requestDraw(); } });
   v2.addEventListener("pointerup", () => { d2 = null; });
 }
@@ -948,3 +996,9 @@ $("preset").onchange = () => { E.preset = $("preset").value; };
 $("undo").onclick = undo; $("redo").onclick = redo; $("interp").onclick = interpolate;
 $("helpbtn").onclick = () => toggleHelp();
 setTool("nav");
+
+// the version of each structure the page's bits hold (for tests and benchmarks)
+function publishVersions() {
+  document.body.dataset.versions = [...S.layers.values()].filter((l) => l.structure && l.bits).map((l) => `${l.name}:${l.held || 0}`).join(",");
+}
+document.addEventListener("pointerdown", () => { if (S.g) note("pointer"); }, true);
