@@ -51,7 +51,7 @@ def active_s(s: dict) -> float:
     return float(s["base_active"]) + structures.active_seconds(s["times"])
 
 
-def _apply(s: dict, value: dict | None, token: str) -> bool:
+def _apply(s: dict, value: dict | None, token: str, spacing_yx: tuple[float, float]) -> bool:
     """Apply the component's new messages to the reading; True when the mask or the active time changed."""
     if not value or value.get("case") != token:
         return False
@@ -71,7 +71,8 @@ def _apply(s: dict, value: dict | None, token: str) -> bool:
                 s["ack"]["versions"][LAYER] = s["version"]
                 changed = True
             elif m.get("type") == "interpolate" and m.get("name") == LAYER:
-                after = structures.interpolate_slices(s["mask"], [int(k) for k in m.get("slices") or []])
+                after = structures.interpolate_slices(s["mask"], [int(k) for k in m.get("slices") or []],
+                                                      spacing_yx=spacing_yx)
                 if np.array_equal(after, s["mask"]):
                     s["ack"]["error"] = "nothing to add between the edited slices"
                 else:
@@ -94,7 +95,8 @@ def contour(store, session, view: ReadingView, height: int = 820) -> None:
     s = _state(store, session, view, case.volume.shape)
     folder = folder_for(f"contouring-{session.study_id}-{view.reading_id}")
     key = f"contour_viewer_{view.reading_id}"
-    if _apply(s, st.session_state.get(key), folder.token):
+    sz, sy, sx = case.volume.spacing_zyx
+    if _apply(s, st.session_state.get(key), folder.token, (sy, sx)):
         store.save_draft(session, view.reading_id, s["mask"], active_s(s))
     vc = ViewerCase(key=folder.token, label=f"Case {view.position}", volume=case.volume)
     args = component_args(vc, s.setdefault("start", _start_slice(s["mask"])), wait=True, folder=folder)

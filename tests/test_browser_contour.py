@@ -116,18 +116,30 @@ def test_two_readers_contour_three_cases_in_both_arms(study):
                 t0 = time.monotonic()
                 f.locator("[data-tool='brush']").click()
                 expect(f.locator("#editing")).to_have_text(f"editing {LAYER}", timeout=60_000)  # offered at once
-                k = shape[0] // 2
                 for j, i in ((60 + 4 * r, 60 + 3 * n), (66 + 2 * r, 64 + 2 * n)):
                     stroke(page, f, i, j)
-                page.keyboard.press("ArrowUp")
+                steps = 2 if n == 0 else 1  # the first case: two slices apart, then interpolated between them
+                for _ in range(steps):
+                    page.keyboard.press("ArrowUp")
                 stroke(page, f, 62, 62 + r)
-                final = viewer_mask(f, shape)
+                if n == 0:
+                    painted = viewer_mask(f, shape)
+                    held = int(f.locator("body").get_attribute("data-versions").rsplit(":", 1)[1])
+                    page.keyboard.press("i")  # the server interpolates; the page fetches the new version
+                    expect(f.locator(f"body[data-versions='{LAYER}:{held + 1}']")).to_have_count(1, timeout=60_000)
+                    final = viewer_mask(f, shape)
+                    edited = np.flatnonzero((painted ^ start).any(axis=(1, 2)))
+                    assert len(edited) == 2 and edited[1] - edited[0] == 2
+                    added = (final & ~painted).any(axis=(1, 2))
+                    assert added[edited[0] + 1] and not added[edited].any()
+                else:
+                    final = viewer_mask(f, shape)
                 assert final.sum() > start.sum()
                 settle(page)
                 spent_here = time.monotonic() - t0
                 page.get_by_role("button", name="Submit this contour").click()
                 settle(page)
-                shown[(r, n)] = (assisted, case_id, final, k)
+                shown[(r, n)] = (assisted, case_id, final)
                 spent[(r, n)] = spent_here
             expect(page.get_by_text("All 6 cases are done")).to_be_visible(timeout=60_000)
             ctx.close()
