@@ -135,6 +135,14 @@ def test_two_readers_contour_three_cases_in_both_arms(study):
                 else:
                     final = viewer_mask(f, shape)
                 assert final.sum() > start.sum()
+                if r == 1 and n == 0:  # a reload (or a later visit) resumes the case from its saved draft
+                    settle(page)
+                    page.reload()
+                    f = viewer_frame(page)
+                    expect(f.locator(f"body[data-ct='ready'][data-layers='{LAYER}']")).to_have_count(1,
+                                                                                                 timeout=120_000)
+                    expect(page.get_by_text("Case 1 of 6", exact=False)).to_be_visible()
+                    assert np.array_equal(viewer_mask(f, shape), final)
                 settle(page)
                 spent_here = time.monotonic() - t0
                 page.get_by_role("button", name="Submit this contour").click()
