@@ -3,7 +3,6 @@ with the viewer's editing tools.  Each reader's times and masks are stored as th
 arm starts empty and draws nothing of the case but the CT; the report's figures equal an independent computation
 (tests/contouring_expected.py: scipy for the tests, numpy for Dice and the distances)."""
 
-import base64
 import re
 import time
 
@@ -13,6 +12,7 @@ import SimpleITK as sitk
 
 from browser_harness import app_server, axial_point, launch_chromium, viewer_frame
 from contouring_expected import expected_report
+from test_browser_edit import viewer_mask  # the structure's bits as the viewer holds and paints them
 from lungseg.case import AutomaticSource, CaseSource, ManualSource
 from lungseg.imaging.phantom import PhantomSpec, synthetic_chest_ct
 from lungseg.maskcodec import unpack
@@ -57,13 +57,8 @@ def _automatic(case) -> np.ndarray:
     return unpack(case.automatic)
 
 
-def viewer_mask(frame, shape) -> np.ndarray:
-    text = frame.locator("body").evaluate(f"() => window.__viewerMask({LAYER!r})")
-    bits = np.frombuffer(base64.b64decode(text), np.uint8)
-    return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
-
-
 def stroke(page, frame, i: float, j: float) -> None:
+    """A brush stroke of a few pixels from voxel (i, j) of the shown slice; waits until Python has stored it."""
     x, y = axial_point(frame, i, j)
     page.mouse.move(x, y)
     page.mouse.down()
@@ -107,7 +102,7 @@ def test_two_readers_contour_three_cases_in_both_arms(study):
                 assert f.locator(".row[data-layer]").count() == 1
                 nx, ny, _, _, nz = (float(v) for v in f.locator("#axial").get_attribute("data-geometry").split(","))
                 shape = (int(nz), int(ny), int(nx))
-                start = viewer_mask(f, shape)
+                start = viewer_mask(f, LAYER, shape)
                 if assisted:  # the draft of one of the cases (which one: checked against the store below)
                     case_id = next(c for c, case in study["cases"].items() if np.array_equal(start, _automatic(case)))
                 else:
@@ -123,17 +118,17 @@ def test_two_readers_contour_three_cases_in_both_arms(study):
                     page.keyboard.press("ArrowUp")
                 stroke(page, f, 62, 62 + r)
                 if n == 0:
-                    painted = viewer_mask(f, shape)
+                    painted = viewer_mask(f, LAYER, shape)
                     held = int(f.locator("body").get_attribute("data-versions").rsplit(":", 1)[1])
                     page.keyboard.press("i")  # the server interpolates; the page fetches the new version
                     expect(f.locator(f"body[data-versions='{LAYER}:{held + 1}']")).to_have_count(1, timeout=60_000)
-                    final = viewer_mask(f, shape)
+                    final = viewer_mask(f, LAYER, shape)
                     edited = np.flatnonzero((painted ^ start).any(axis=(1, 2)))
                     assert len(edited) == 2 and edited[1] - edited[0] == 2
                     added = (final & ~painted).any(axis=(1, 2))
                     assert added[edited[0] + 1] and not added[edited].any()
                 else:
-                    final = viewer_mask(f, shape)
+                    final = viewer_mask(f, LAYER, shape)
                 assert final.sum() > start.sum()
                 if r == 1 and n == 0:  # a reload (or a later visit) resumes the case from its saved draft
                     settle(page)
@@ -142,7 +137,7 @@ def test_two_readers_contour_three_cases_in_both_arms(study):
                     expect(f.locator(f"body[data-ct='ready'][data-layers='{LAYER}']")).to_have_count(1,
                                                                                                  timeout=120_000)
                     expect(page.get_by_text("Case 1 of 6", exact=False)).to_be_visible()
-                    assert np.array_equal(viewer_mask(f, shape), final)
+                    assert np.array_equal(viewer_mask(f, LAYER, shape), final)
                 settle(page)
                 spent_here = time.monotonic() - t0
                 page.get_by_role("button", name="Submit this contour").click()
