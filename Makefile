@@ -48,6 +48,7 @@ bench: setup chromium
 	$(BIN)/python benchmarks/bench_case_memory.py
 	$(BIN)/python benchmarks/bench_lesion.py
 	$(BIN)/python benchmarks/bench_viewer_click.py
+	$(BIN)/python benchmarks/bench_edit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

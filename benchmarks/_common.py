@@ -126,3 +126,18 @@ def one_mm_scan(out_dir: Path = Path("/tmp/lungseg-bench/LUNG1-001-1mm"), slices
         ds.save_as(out_dir / f"slice{k:04d}.dcm", enforce_file_format=True)
     done.touch()
     return out_dir
+
+
+def lung1_gtv1_centre(data: Path) -> tuple[int, int, int] | None:
+    """(slice, row, column) of the centre of LUNG1-001's GTV-1 on the slice where it is largest (from the
+    reference mask; None, said in a line, when the data folder lacks LUNG1-001)."""
+    if not (data / "LUNG1-001.zip").exists():
+        print(f"LUNG1-001.zip not found in {data}")
+        return None
+    import numpy as np
+    import SimpleITK as sitk
+
+    gtv = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "reference" / "LUNG1-001_GTV-1.nii.gz"))) > 0
+    k = int(np.argmax(gtv.sum(axis=(1, 2))))
+    jj, ii = (int(v) for v in np.argwhere(gtv[k]).mean(axis=0).round())
+    return k, jj, ii

@@ -114,8 +114,8 @@ def open_lung1(page, url, goto: bool = True) -> dict:
     base = "b.dataset.case && document.getElementById('label').textContent === 'LUNG1-001'"
     for name, cond in (("first CT image", "b.dataset.firstImage === '1'"),
                        ("lung region", "(b.dataset.layers || '').includes('lung region')"),
-                       ("manual contour", "(b.dataset.layers || '').includes('manual contour')"),
-                       ("automatic tumour", "(b.dataset.layers || '').includes('automatic tumour')"),
+                       ("manual contour", "/(^|,)(manual contour|GTV-1)(,|$)/.test(b.dataset.layers || '')"),
+                       ("automatic tumour", "/(^|,)(automatic tumour|GTV-auto)(,|$)/.test(b.dataset.layers || '')"),
                        ("all CT slices", "b.dataset.ct === 'ready'")):
         wait_frame(page, f"{base} && {cond}")
         out[name] = time.perf_counter() - t0

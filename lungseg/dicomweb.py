@@ -527,29 +527,35 @@ def accepted_description(names: Sequence[str]) -> str:
     return ("lungseg accepted " + ", ".join(names))[:64]
 
 
-def store_accepted(case, review, fmt: str, url: str | None = None, *, contour: str | None = None,
-                   description: str | None = None, settings: PacsSettings | None = None) -> list[StoredInstance]:
-    """Write the accepted contour(s) of ``case`` as a DICOM SEG or RTSTRUCT and store it on the PACS.
+def store_accepted(case, accepted, fmt: str, url: str | None = None, *, names: Sequence[str] | None = None,
+                   contour: str | None = None, description: str | None = None,
+                   settings: PacsSettings | None = None) -> list[StoredInstance]:
+    """Write accepted structures of ``case`` as a DICOM SEG or RTSTRUCT and store it on the PACS.
 
-    The object references the case's CT series and frame of reference (so the case must come from DICOM)
-    and carries the series description ``lungseg accepted <names>`` unless ``description`` is given.
+    ``accepted``: name → :class:`lungseg.structures.AcceptedStructure` (``structures.accepted_structures``;
+    a stored case review is taken as what it accepts); ``names`` (or ``contour``: ``"automatic"`` for
+    GTV-auto, ``"manual"`` for the manual ROI) picks some.  The object references the case's CT series and
+    frame of reference (so the case must come from DICOM) and carries the series description
+    ``lungseg accepted <names>`` unless ``description`` is given.  Written by
+    :func:`lungseg.structures.export_structures`, the one export path.
     """
     import tempfile
 
-    from lungseg import review as reviews
+    from lungseg import structures
 
     if fmt not in ("seg", "rtstruct"):
         raise InputError(f"a PACS stores DICOM: send a SEG or an RTSTRUCT, not {fmt}")
     if case.ct.dicom is None:
         raise InputError(f"{case.label}: the CT is not DICOM, so the PACS has no series for a {fmt} to reference")
-    names = list(reviews.accepted_masks(case, review))
-    if contour is not None:
-        want = reviews.AUTOMATIC_ROI if contour == "automatic" else case.manual.name if case.manual else None
-        names = [n for n in names if n == want]
+    if not isinstance(accepted, Mapping):
+        accepted = structures.accepted_from_review(case, accepted)
+    if contour is not None and names is None:
+        names = [structures.AUTOMATIC_NAME if contour == "automatic" else case.manual.name if case.manual else ""]
+    chosen = list(names) if names is not None else list(accepted)
     pacs = Pacs(settings or PacsSettings.from_env(url))
     with tempfile.TemporaryDirectory(prefix="lungseg-send-") as tmp:
-        paths = reviews.export_accepted(case, review, fmt, Path(tmp) / f"accepted.{fmt}.dcm", contour=contour,
-                                        description=description or accepted_description(names))
+        paths = structures.export_structures(case, accepted, fmt, Path(tmp) / f"accepted.{fmt}.dcm", names=names,
+                                             description=description or accepted_description(chosen))
         return pacs.store(paths)
 
 

@@ -32,6 +32,7 @@ nothing here prints or logs them.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 import os
 import re
 import warnings
@@ -75,13 +76,50 @@ class ExportError(LungsegError):
     """A mask cannot be exported as asked (one-line reason)."""
 
 
+PROVENANCES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    """How an exported mask was made, as DICOM records it.
+
+    ``provenance``: AUTOMATIC (an algorithm's output unedited), SEMIAUTOMATIC (an algorithm's output edited
+    by a person, or made with a person's help such as a click) or MANUAL (drawn by a person): the RTSTRUCT
+    ROI's ROIGenerationAlgorithm and the SEG segment's SegmentAlgorithmType.  ``algorithm`` / ``version``:
+    the algorithm's name and version (RTSTRUCT ROIGenerationDescription; SEG Segment Algorithm
+    Identification), required for AUTOMATIC and SEMIAUTOMATIC.  ``colour``: RGB display colour.
+    """
+
+    provenance: str = "AUTOMATIC"
+    algorithm: str = ""
+    version: str = ""
+    colour: tuple[int, int, int] | None = None
+
+    @classmethod
+    def of_source(cls, source: str) -> "MaskInfo":
+        """The info of a plain ``automatic`` (this lungseg's U-Net) or ``manual`` mask."""
+        s = str(source).lower()
+        if s == "automatic":
+            return cls("AUTOMATIC", ALGORITHM_NAME, __version__)
+        if s == "manual":
+            return cls("MANUAL")
+        raise ExportError(f"unknown mask source {source!r}; choose automatic or manual")
+
+    def checked(self, name: str) -> "MaskInfo":
+        if self.provenance not in PROVENANCES:
+            raise ExportError(f"mask {name!r}: provenance {self.provenance!r}: choose one of {', '.join(PROVENANCES)}")
+        if self.provenance != "MANUAL" and not self.algorithm:
+            raise ExportError(f"mask {name!r}: an {self.provenance} mask needs the name of its algorithm")
+        return self
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 
 
 def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, out: str | os.PathLike,
                  description: str | None = None, source: str = "automatic",
-                 sources: Mapping[str, str] | None = None) -> Path:
+                 sources: Mapping[str, str] | None = None, info: Mapping[str, MaskInfo] | None = None) -> Path:
     """Write several named masks (boolean, on ``loaded.volume``'s grid) as ONE ``fmt`` object at ``out``.
 
     ``masks`` maps a name (segment label / ROI name, unique, at most 64 characters) to its mask;
@@ -90,18 +128,21 @@ def export_masks(loaded: LoadedCT, masks: Mapping[str, np.ndarray], fmt: str, ou
     values 1..n (the masks must not overlap there, as a voxel holds one value).  ``out`` is a file
     path or a folder (the file is then named after the masks).  ``source`` (automatic or manual)
     applies to every mask, unless ``sources`` gives a mask's own (name → automatic or manual): it
-    sets the SEG segment's algorithm type and the RTSTRUCT ROI's generation algorithm.  Returns the
-    path written.
+    sets the SEG segment's algorithm type and the RTSTRUCT ROI's generation algorithm.  ``info`` (name →
+    :class:`MaskInfo`) gives a mask's provenance, algorithm and colour in full and wins over ``sources``.
+    Returns the path written.
     """
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     named = _check_names(masks)
     given = {str(k).strip(): v for k, v in (sources or {}).items()}
-    unknown = sorted(set(given) - set(named))
+    full = {str(k).strip(): v for k, v in (info or {}).items()}
+    unknown = sorted((set(given) | set(full)) - set(named))
     if unknown:
         raise ExportError(f"sources given for masks that are not exported: {', '.join(unknown)}")
-    per_mask = {name: given.get(name, source) for name in named}
+    per_mask = {name: (full[name] if name in full else MaskInfo.of_source(given.get(name, source))).checked(name)
+                for name in named}
 
     def path_of() -> Path:  # called by the writers once the inputs are checked: nothing is created before
         return _out_path(out, fmt, "_".join(named)[:80])
@@ -162,13 +203,6 @@ def _out_path(out: str | os.PathLike, fmt: str, name: str) -> Path:
         raise ExportError(f"{p.name}: a {fmt} export needs a file name ending in {' or '.join(suffixes)}")
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def _check_source(source: str) -> str:
-    s = str(source).lower()
-    if s not in SOURCES:
-        raise ExportError(f"unknown mask source {source!r}; choose automatic or manual")
-    return s
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +275,9 @@ def _roi_type(name: str) -> str:
     return "GTV" if _is_gtv(name) else "ORGAN"
 
 
-def _roi_colour(name: str) -> list[int]:
+def _roi_colour(name: str, info: "MaskInfo | None" = None) -> list[int]:
+    if info is not None and info.colour is not None:
+        return [int(c) for c in info.colour]
     n = name.lower()
     if _is_gtv(name) or n.startswith(("ctv", "itv", "ptv")):
         return [255, 0, 0]
@@ -259,11 +295,10 @@ def _ds_str(v: float) -> str:
 # DICOM SEG
 
 
-def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], sources: dict[str, str], kind: str, needs: str):
-    """Checks shared by the DICOM writers: a DICOM source, fitting non-empty masks, known sources."""
+def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], sources: dict[str, MaskInfo], kind: str, needs: str):
+    """Checks shared by the DICOM writers: a DICOM source, fitting non-empty masks."""
     src = _require_dicom(loaded, kind)
     masks = {name: _check_mask(loaded, mask) for name, mask in named.items()}
-    sources = {name: _check_source(sources[name]) for name in masks}
     for name, mask in masks.items():
         if not mask.any():
             what = "the mask is empty" if len(masks) == 1 else f"mask {name!r} is empty"
@@ -271,11 +306,15 @@ def _dicom_inputs(loaded: LoadedCT, named: dict[str, np.ndarray], sources: dict[
     return src, masks, sources
 
 
-def _model_name(sources: dict[str, str]) -> str:
-    kinds = set(sources.values())
-    if kinds == {"automatic"}:
+def _model_name(sources: dict[str, MaskInfo]) -> str:
+    kinds = {i.provenance for i in sources.values()}
+    if kinds == {"AUTOMATIC"}:
         return ALGORITHM_NAME
-    return "lungseg viewer" if kinds == {"manual"} else f"{ALGORITHM_NAME} and viewer"
+    return "lungseg viewer" if kinds == {"MANUAL"} else f"{ALGORITHM_NAME} and viewer"
+
+
+def _provenance_words(sources: dict[str, MaskInfo]) -> str:
+    return " and ".join(sorted({i.provenance.lower() for i in sources.values()}))
 
 
 def _ct_header(loaded: LoadedCT) -> pydicom.Dataset:
@@ -297,19 +336,24 @@ def write_seg(loaded: LoadedCT, mask: np.ndarray, out: str | os.PathLike, name: 
     return export_masks(loaded, {name: mask}, "seg", out, description=description, source=source)
 
 
-def _segment_description(hd, codes, number: int, name: str, source: str):
+def _segment_description(hd, codes, number: int, name: str, info: MaskInfo):
     if _is_gtv(name) or _roi_type(name) != "ORGAN":
         category, prop = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
     elif "lung" in name.lower():
         category, prop = codes.SCT.AnatomicalStructure, codes.SCT.Lung
     else:
         category, prop = codes.SCT.AnatomicalStructure, codes.SCT.AnatomicalStructure
-    if source == "automatic":
-        algorithm = hd.AlgorithmIdentificationSequence(
-            name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__)
-        return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                                         algorithm_identification=algorithm)
-    return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    colour = hd.color.CIELabColor.from_rgb(*_roi_colour(name, info)) if hasattr(hd.color.CIELabColor, "from_rgb") \
+        else None
+    if info.provenance == "MANUAL":
+        return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+                                         display_color=colour)
+    family = codes.cid7162.ArtificialIntelligence if info.provenance == "AUTOMATIC" or "U-Net" in info.algorithm \
+        or "click" in info.algorithm else codes.cid7162.ManualProcessing
+    algorithm = hd.AlgorithmIdentificationSequence(name=info.algorithm[:64], family=family,
+                                                   version=(info.version or __version__)[:64])
+    return hd.seg.SegmentDescription(number, name, category, prop, hd.seg.SegmentAlgorithmTypeValues[info.provenance],
+                                     algorithm_identification=algorithm, display_color=colour)
 
 
 def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, description: str | None,
@@ -352,7 +396,7 @@ def _write_seg(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, descript
                 manufacturer_model_name=_model_name(sources),
                 software_versions=__version__,
                 device_serial_number="0",
-                content_description=(description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+                content_description=(description or f"lungseg {_provenance_words(sources)} "
                                                     f"{', '.join(names)}")[:64],
                 content_label=re.sub(r"[^A-Z0-9_ ]", "_", label.upper())[:16] or "SEGMENTATION",
                 series_description=_series_text(names, description),
@@ -471,7 +515,7 @@ def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, des
     label = names[0] if len(names) == 1 else "lungseg"
     ds.StructureSetLabel = label[:16]
     ds.StructureSetName = (label if len(names) == 1 else ", ".join(names))[:64]
-    ds.StructureSetDescription = (description or f"lungseg {' and '.join(sorted(set(sources.values())))} "
+    ds.StructureSetDescription = (description or f"lungseg {_provenance_words(sources)} "
                                                   f"contour{'s' if len(names) > 1 else ''} {', '.join(names)}")
     ds.StructureSetDate, ds.StructureSetTime = date, time
 
@@ -500,14 +544,15 @@ def _write_rtstruct(loaded: LoadedCT, named: dict[str, np.ndarray], path_of, des
         roi.ReferencedFrameOfReferenceUID = src.frame_of_reference_uid
         roi.ROIName = name
         roi.ROIDescription = description or ""
-        roi.ROIGenerationAlgorithm = "AUTOMATIC" if sources[name] == "automatic" else "MANUAL"
-        if sources[name] == "automatic":
-            roi.ROIGenerationDescription = f"{ALGORITHM_NAME} {__version__}"[:64]
+        info = sources[name]
+        roi.ROIGenerationAlgorithm = info.provenance
+        if info.algorithm:
+            roi.ROIGenerationDescription = f"{info.algorithm} {info.version}".strip()[:64]
         rois.append(roi)
 
         roi_contour = pydicom.Dataset()
         roi_contour.ReferencedROINumber = number
-        roi_contour.ROIDisplayColor = _roi_colour(name)
+        roi_contour.ROIDisplayColor = _roi_colour(name, info)
         roi_contour.ContourSequence = _contour_sequence(rtstruct_contours(loaded.volume, mask), refs)
         roi_contours.append(roi_contour)
 

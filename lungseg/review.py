@@ -1,25 +1,26 @@
-"""Accepting or rejecting a case's automatic and manual contours, and what was accepted.
+"""Accepting or rejecting a case's automatic and manual contours as a whole review.
 
-The decision is stored by the study database (:meth:`lungseg.study.StudyStore.record_case_review`) with who
-and when; this module turns a clinician's choice into decisions and a stored review back into the accepted
-masks that :func:`export_accepted` writes onto the source CT.  The viewer, the study's Review page and the
-``review`` / ``export --accepted`` commands all go through here.
+The review is stored by the study database (:meth:`lungseg.study.StudyStore.record_case_review`) with who
+and when (on a study case it is also the reviewer's study verdict), and each decision in it is also recorded
+as a decision on that structure (:func:`lungseg.structures.decide`'s table), so
+:func:`lungseg.structures.accepted_structures` and :func:`lungseg.structures.export_structures` (the one
+export path) see it.  The study's Review page and the ``review`` command go through :func:`record`.
 
-Lesions added by a click in the viewer (:func:`add_lesion`, :func:`remove_added_lesion`) join the
-automatic contour: they are accepted by being added, exported as part of ``GTV-auto``, and carried from
-one review of the case to the next until removed.
+Lesions added by a click before structures existed (:func:`add_lesion`, :func:`remove_added_lesion`) are
+kept with the case review; each is its own accepted structure (C1, C2, ...), never merged into GTV-auto.
+New clicked lesions are created as structures (``structures.create_structure(..., ("mask", m,
+"SEMIAUTOMATIC", "click"))``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from lungseg.errors import InputError
 
 LOCAL_USER = "local user"
-AUTOMATIC_ROI = "GTV-auto"
+AUTOMATIC_ROI = "GTV-auto"  # the automatic contour's structure name (lungseg.structures.AUTOMATIC_NAME)
 
 
 def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions: list[int] | None = None):
@@ -49,15 +50,84 @@ def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions:
     return out
 
 
-def record(store, case, reviewer, accept, lesions=None, comment: str = "", study=None, case_id=None, added=None):
-    """Store a review of ``case`` (who and when are recorded by the store).  ``added``: the lesions added
-    by click that stand with it; None keeps those of the case's latest review."""
+def record(store, case, reviewer, accept, lesions=None, comment: str = "", study=None, case_id=None, added=None,
+           name: str | None = None):
+    """Store a review of ``case`` (who and when are recorded by the store): the contours in ``accept`` are
+    accepted and the case's other contours rejected, as the caller chose them.  ``added``: the lesions added
+    by click that stand with it; None keeps those of the case's latest review.  ``name``: the accepted
+    contour is decided under that structure name by the caller (:func:`accept_as`), not under its own."""
+    from lungseg import structures
+
     if added is None:
         prev = latest(store, case)
         added = prev.added if prev is not None else ()
-    return store.record_case_review(case.key, case.label, reviewer, decisions_for(case, accept, lesions),
-                                    comment=comment, source=case.source.as_dict(), study=study, case_id=case_id,
-                                    added=added)
+    decisions = decisions_for(case, accept, lesions)
+    saved = store.record_case_review(case.key, case.label, reviewer, decisions, comment=comment,
+                                     source=case.source.as_dict(), study=study, case_id=case_id, added=added)
+    rows = []
+    for d in decisions:
+        if name and d.accepted:
+            continue  # recorded by accept_as under its own name
+        if d.contour == "automatic":
+            basis = str(case.automatic.version or case.automatic.name)
+            if d.accepted and d.lesions:
+                rows += [{"name": structures.AUTOMATIC_NAME, "accepted": n in d.lesions, "version": 0, "lesion": n,
+                          "basis": basis} for n in (int(r["lesion"]) for r in case.automatic.lesions)]
+            else:
+                rows.append({"name": structures.AUTOMATIC_NAME, "accepted": d.accepted, "version": 0, "lesion": None,
+                             "basis": basis})
+        else:
+            rows.append({"name": case.manual.name, "accepted": d.accepted, "version": 0, "lesion": None})
+    if rows:
+        store.record_structure_decisions(case.key, case.label, reviewer, rows, comment=comment)
+    return saved
+
+
+def accept_as(store, case, reviewer, name: str, contour: str, lesions=None, edited=None, edited_origin: str = "",
+              kind: str | None = None, comment: str = ""):
+    """Accept the ``contour`` ("automatic": its ``lesions`` or all of it; "manual": the case's manual ROI) as
+    the structure ``name``, optionally as corrected elsewhere (``edited``: a bool mask on the case's grid,
+    stored as a new SEMIAUTOMATIC version of the structure, parent = the unedited one, origin
+    ``edited_origin``).  The structure is created (version 1, the contour as it is) unless it exists with that
+    same mask.  Returns the accepted :class:`~lungseg.structures.StructureVersion`."""
+    import numpy as np
+
+    from lungseg import structures
+
+    if contour == "automatic":
+        if case.automatic is None:
+            raise InputError(f"{case.label}: there is no automatic contour to accept")
+        start = ("automatic", list(lesions) if lesions else None)
+        start_mask = case.automatic.lesion_mask(list(lesions) if lesions else None)
+    elif contour == "manual":
+        if case.manual is None:
+            raise InputError(f"{case.label}: there is no manual contour to accept (name its ROI with --roi)")
+        start, start_mask = ("manual", case.manual.name), case.manual.mask
+    else:
+        raise InputError(f"cannot accept {contour!r} as {name}: choose automatic or manual")
+    kind = kind or structures.kind_of(name)
+    if kind not in structures.KINDS:
+        kind = "other"
+    existing = [v for v in structures.case_structures(store, case) if v.name == name]
+    if existing and existing[0].source != "created":
+        raise InputError(f"{case.label}: {name!r} is the name of the case's {existing[0].source} contour; "
+                         "choose another --name")
+    if existing and existing[0].latest is not None and np.array_equal(existing[0].mask(), start_mask):
+        version = existing[0].latest
+    elif existing and existing[0].latest is not None:
+        raise InputError(f"{case.label}: a structure {name!r} with another contour exists already; choose another "
+                         "--name")
+    else:
+        version = structures.create_structure(store, case, reviewer, name, kind, start)
+    if edited is not None:
+        edited = np.asarray(edited, bool)
+        if edited.shape != start_mask.shape:
+            raise InputError(f"{case.label}: the edited mask's grid {edited.shape} is not the case's {start_mask.shape}")
+        if not np.array_equal(edited, version.array()):
+            version = structures.store_edit(store, case, reviewer, name, version.version, edited,
+                                            origin=edited_origin or "edited elsewhere", assisted=True)
+    structures.decide(store, case, reviewer, name, True, comment=comment, version=version.version)
+    return version
 
 
 def add_lesion(store, case, reviewer, mask: np.ndarray, point_mm=None, comment: str = ""):
@@ -87,34 +157,17 @@ def add_lesion(store, case, reviewer, mask: np.ndarray, point_mm=None, comment: 
 
 
 def remove_added_lesion(store, case, reviewer, number: int, comment: str = ""):
-    """A new review without the added lesion C``number`` (the latest one's decisions kept).  With
-    nothing else left in the review, it records every contour of the case as rejected."""
+    """A new review without the added lesion C``number``: the latest one's decisions kept as they were, and
+    no decision recorded that the reviewer did not make."""
     prev = latest(store, case)
     before = prev.added if prev is not None else ()
     if all(a.number != number for a in before):
         have = ", ".join(a.label for a in before) or "none"
         raise InputError(f"{case.label}: no added lesion C{number} (added lesions: {have})")
     after = tuple(a for a in before if a.number != number)
-    decisions = prev.decisions or (() if after else decisions_for(case, set()))
-    return store.record_case_review(case.key, case.label, reviewer, decisions,
+    return store.record_case_review(case.key, case.label, reviewer, prev.decisions,
                                     comment=comment or f"removed added lesion C{number}",
-                                    source=case.source.as_dict(), added=after)
-
-
-def added_mask(case, review) -> np.ndarray | None:
-    """The union of the review's lesions added by click on the case's grid, or None if it has none."""
-    from lungseg.maskcodec import unpack_box
-
-    if not review.added:
-        return None
-    shape = tuple(case.volume.shape)
-    out = np.zeros(shape, dtype=bool)
-    for a in review.added:
-        if tuple(a.mask.shape) != shape:
-            raise InputError(f"{case.label}: added lesion {a.label} was drawn on a grid of {tuple(a.mask.shape)}, "
-                             f"not this case's {shape}")
-        out[a.mask.box_slices] |= unpack_box(a.mask)
-    return out
+                                    source=case.source.as_dict(), added=after, allow_empty=True)
 
 
 def added_lesion_rows(case, review) -> list[dict]:
@@ -141,57 +194,3 @@ def added_lesion_rows(case, review) -> list[dict]:
 def latest(store, case):
     """The newest review of this case as opened (same CT, same manual contour), or None."""
     return store.latest_case_review(case.key, source=case.source.as_dict())
-
-
-def accepted_masks(case, review) -> dict[str, np.ndarray]:
-    """ROI name → accepted mask on the case's canonical grid (empty when everything was rejected); the
-    lesions added by click are part of the automatic ROI."""
-    masks: dict[str, np.ndarray] = {}
-    auto = review.decision("automatic")
-    if auto is not None and auto.accepted:
-        if case.automatic is None:
-            raise InputError(f"{case.label}: the review accepted an automatic contour the case no longer has")
-        masks[AUTOMATIC_ROI] = case.automatic.lesion_mask(list(auto.lesions) if auto.lesions else None)
-    added = added_mask(case, review)
-    if added is not None:
-        masks[AUTOMATIC_ROI] = added | masks[AUTOMATIC_ROI] if AUTOMATIC_ROI in masks else added
-    man = review.decision("manual")
-    if man is not None and man.accepted:
-        if case.manual is None:
-            raise InputError(f"{case.label}: the review accepted a manual contour the case no longer has")
-        masks[case.manual.name] = case.manual.mask
-    return masks
-
-
-def export_accepted(case, review, fmt: str, out: str | Path, *, contour: str | None = None,
-                    ct_out: str | Path | None = None, description: str | None = None) -> list[Path]:
-    """Write the accepted contour(s) of ``case`` onto its source CT.
-
-    SEG and RTSTRUCT hold every accepted contour (one segment / ROI each); NIfTI and NRRD hold one binary
-    mask, so with both contours accepted ``contour`` must say which.
-    """
-    from lungseg.case import with_dicom_headers
-    from lungseg.export import export_mask, export_masks, with_dicom_series
-
-    masks = accepted_masks(case, review)
-    if contour is not None:
-        if contour not in ("automatic", "manual"):
-            raise InputError(f"no contour {contour!r}: choose automatic or manual")
-        want = AUTOMATIC_ROI if contour == "automatic" else case.manual.name if case.manual else None
-        masks = {k: v for k, v in masks.items() if k == want}
-    if not masks:
-        raise InputError(f"{case.label}: nothing accepted to export (the latest review rejected "
-                         f"{'it' if contour else 'both contours'})")
-    loaded = with_dicom_headers(case.ct)
-    if fmt in ("seg", "rtstruct") and loaded.dicom is None:
-        if ct_out is None:
-            raise InputError(f"{case.label}: {fmt} needs a DICOM CT to reference; give --ct-out DIR to write it")
-        loaded = with_dicom_series(loaded, ct_out)
-    if len(masks) == 1:
-        (name, mask), = masks.items()
-        source = "automatic" if name == AUTOMATIC_ROI else "manual"
-        return [export_mask(loaded, mask, fmt, Path(out), name=name, description=description, source=source)]
-    if fmt in ("nifti", "nrrd"):
-        raise InputError("both contours are accepted: a NIfTI/NRRD mask holds one; choose it with --contour")
-    sources = {name: ("automatic" if name == AUTOMATIC_ROI else "manual") for name in masks}
-    return [export_masks(loaded, masks, fmt, Path(out), description=description, sources=sources)]

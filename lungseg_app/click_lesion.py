@@ -1,8 +1,8 @@
 """Click-to-segment in the viewer: a click on a fully open case gives the lesion under it
 (:func:`lungseg.lesion.segment_at` with the model held once per process), shown as the viewer's
-"clicked lesion" layer until the reviewer adds it to the automatic contour (stored with the case's
-review: :func:`lungseg.review.add_lesion`) or discards it (nothing stored).  Lesions already added show
-as the "added lesions" layer and in the lesion table.
+"clicked lesion" layer until the reviewer makes it a structure of its own (name and type, e.g. GTVn;
+SEMIAUTOMATIC, origin "click": :func:`lungseg.structures.create_structure`) or discards it (nothing
+stored).  An implausible result (:func:`plausibility`) needs an explicit confirmation.
 
 The click is read from the component's state *before* the component is drawn, so the contour goes out
 with the same rerun that received the click (one round trip, not two).
@@ -11,31 +11,22 @@ with the same rerun that received the click (one round trip, not two).
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import streamlit as st
 
-from lungseg import review
 from lungseg.errors import LungsegError
 
 from . import state
 
 PENDING = "viewer_clicked_lesion"  # {"case": key, "seq": (token, seq), "result": LesionResult | None, "error"}
 HANDLED = "viewer_segmented_click"  # (token, seq) of the last click segmented
-_ADDED: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (case key, review id) → union of added lesions
-_LOCK = threading.Lock()
 
 
 def _store():
     from .study_ui import get_store
 
     return get_store()
-
-
-def latest_review(case):
-    return review.latest(_store(), case)
 
 
 def segment_new_click(case, token: str, value: dict | None) -> None:
@@ -69,52 +60,47 @@ def discard() -> None:
     st.session_state.pop(PENDING, None)
 
 
-def added_union(case, latest) -> np.ndarray | None:
-    """The union of the added lesions of ``latest``, the same array object for the same review (the
-    viewer writes a layer's file again only for a new array)."""
-    if latest is None or not latest.added:
-        return None
-    key = (case.key, latest.id)
-    with _LOCK:
-        hit = _ADDED.get(key)
-        if hit is not None:
-            _ADDED.move_to_end(key)
-            return hit
-    mask = review.added_mask(case, latest)
-    with _LOCK:
-        _ADDED[key] = mask
-        while len(_ADDED) > 8:
-            _ADDED.popitem(last=False)
-    return mask
-
-
-def with_click_layers(vc, case, latest):
-    """``vc`` with the "added lesions" and "clicked lesion" layers where they have voxels."""
+def with_click_layers(vc, case):
+    """``vc`` with the "clicked lesion" layer while a clicked lesion waits for a decision."""
     layers = dict(vc.layers)
-    added = added_union(case, latest)
-    if added is not None:
-        layers["added lesions"] = added
     held = pending(case)
     if held is not None and held["result"] is not None and held["result"].found:
         layers["clicked lesion"] = held["result"].mask
     return dataclasses.replace(vc, layers=layers)
 
 
-def lesion_rows(vc, case, latest) -> list[dict]:
-    """The viewer's lesion table: the automatic (or manual) lesions, then those added by click."""
-    rows = [{"lesion": str(r["lesion"]), "how": vc.lesion_source, "side": r["side"], "volume (ml)": r["volume_ml"],
-             "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
-             "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}", "centre slice": r["centroid_slice"] + 1}
-            for r in vc.lesions]
-    for r in review.added_lesion_rows(case, latest):
-        rows.append({"lesion": r["lesion"], "how": f"added by click ({r['added_by']})", "side": r["side"],
-                     "volume (ml)": r["volume_ml"], "longest axial diameter (mm)": r["longest_axial_diameter_mm"],
-                     "slices": f"{r['first_slice'] + 1}–{r['last_slice'] + 1}", "centre slice": r["centroid_slice"] + 1})
-    return rows
+def extent_mm(mask: np.ndarray, volume) -> tuple[float, float, float]:
+    """The 3-D extent (x, y, z in mm) of the mask's bounding box."""
+    zs, ys, xs = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    sx, sy, sz = volume.spacing
+    return ((xs[-1] - xs[0] + 1) * sx, (ys[-1] - ys[0] + 1) * sy, (zs[-1] - zs[0] + 1) * sz)
+
+
+def plausibility(result, volume) -> list[str]:
+    """Plain warnings about a clicked lesion that is unlikely to be one (the library's guard when it has one)."""
+    from lungseg.lesion import segment as lesion_segment
+
+    guard = getattr(lesion_segment, "plausibility", None)
+    zyx = tuple(int(round(v)) for v in volume.physical_to_index(np.asarray(result.point_mm, float))[0])
+    if guard is not None:
+        return list(guard(result, zyx))
+    warnings = []
+    if result.volume_ml > 300:
+        warnings.append(f"it is {result.volume_ml:.0f} ml, more than 300 ml")
+    widest = max(extent_mm(result.mask, volume))
+    if widest > 120:
+        warnings.append(f"it spans {widest:.0f} mm, more than 12 cm")
+    inside = all(0 <= c < n for c, n in zip(zyx, result.mask.shape)) and bool(result.mask[zyx])
+    if not inside:
+        warnings.append("it does not contain the clicked point")
+    return warnings
 
 
 def show_controls(case, user, key: str = "viewer_click") -> None:
-    """The clicked lesion's measurements and its two buttons (inside the viewer's fragment)."""
+    """The clicked lesion's measurements, its 3-D extent, the guard's warnings and the choice to make it a
+    structure (an implausible one only with an explicit confirmation) or discard it (nothing stored)."""
+    from . import editing
+
     held = pending(case)
     if held is None:
         return
@@ -125,23 +111,40 @@ def show_controls(case, user, key: str = "viewer_click") -> None:
         return
     result = held["result"]
     if not result.found:
-        st.caption(f"No lesion under the click at {where}.")
+        st.info(f"No lesion here: nothing was found under the click at {where}.")
         return
+    ex, ey, ez = extent_mm(result.mask, case.volume)
     cut = " · larger than the largest field of view: the contour may be cut" if result.larger_than_view else ""
     st.markdown(f"**Clicked lesion** (green): {result.volume_ml:.2f} ml · longest axial diameter "
-                f"{result.longest_axial_diameter_mm:.1f} mm · equivalent diameter {result.equivalent_diameter_mm:.1f} mm"
+                f"{result.longest_axial_diameter_mm:.1f} mm · extent {ex:.0f} × {ey:.0f} × {ez:.0f} mm (x × y × z)"
                 f" · slices {_slices(result.mask)}{cut} · segmented in {result.seconds:.2f} s")
-    left, right, _ = st.columns([2, 1, 5])
-    if left.button("Add to automatic contour", key=f"{key}_add", type="primary"):
+    warnings = plausibility(result, case.volume)
+    confirmed = True
+    if warnings:
+        st.warning("This is probably not a lesion: " + "; ".join(warnings) + ". Look at its extent in the coronal "
+                   "and sagittal views before adding it.")
+        confirmed = st.checkbox("I have checked its extent: add it anyway", key=f"{key}_confirm_{held['seq']}")
+    c1, c2, c3, c4 = st.columns([2, 1, 2, 1])
+    name = c1.text_input("Structure name", value="GTVn", key=f"{key}_name")
+    kind = c2.selectbox("Type", structures_kinds(), index=1, key=f"{key}_kind")
+    c3.write("")
+    if c3.button("Add as a new structure", key=f"{key}_add", type="primary", disabled=not confirmed):
         try:
-            saved = review.add_lesion(_store(), case, user, result.mask, result.point_mm)
+            said = editing.create(case, user, name, kind, ("mask", result.mask, "SEMIAUTOMATIC", "click"))
         except LungsegError as exc:
             st.error(str(exc))
             return
         discard()
-        st.session_state["viewer_click_added"] = f"Added lesion {saved.added[-1].label} by {saved.reviewer} at {saved.decided_at}."
-        st.rerun(scope="app")  # the review panel (outside the fragment) lists it too
-    right.button("Discard", key=f"{key}_discard", on_click=discard)
+        st.session_state["viewer_click_added"] = said
+        st.rerun(scope="app")
+    c4.write("")
+    c4.button("Discard", key=f"{key}_discard", on_click=discard)
+
+
+def structures_kinds() -> tuple[str, ...]:
+    from lungseg.structures import KINDS
+
+    return KINDS
 
 
 def _slices(mask: np.ndarray) -> str:

@@ -72,7 +72,7 @@ def show_source(open_source: Callable[..., bool]) -> None:
         open_source(CaseSource(chosen.url, manual=ManualSource("rtstruct", None, None)), chosen.title)
 
 
-def send_button(case, latest, fmt: str, only: str | None, key: str) -> None:
+def send_button(case, accepted, fmt: str, only: str | None, key: str) -> None:
     """"Send to PACS": store the accepted contour(s) as a DICOM SEG or RTSTRUCT on the configured PACS."""
     from lungseg.dicomweb import store_accepted
 
@@ -92,7 +92,7 @@ def send_button(case, latest, fmt: str, only: str | None, key: str) -> None:
     if st.button("Send to PACS", key=f"{key}_send_pacs"):
         try:
             with st.spinner("Sending to the PACS…"):
-                stored = store_accepted(case, latest, fmt, settings=config, contour=only)
+                stored = store_accepted(case, accepted, fmt, settings=config, contour=only)
         except LungsegError as exc:
             st.error(str(exc))
         else:

@@ -1,5 +1,7 @@
-"""Review and export for any opened case: the automatic contour (lesion by lesion) and the manual contour
-side by side, each accepted or rejected with an optional comment; the decision is stored with who and
+"""Review and export for any opened case.  :func:`show_structures` (the viewer): what was decided on each
+structure in the viewer's own table, the one export path (:func:`lungseg.structures.export_download`) and the
+editing effort.  :func:`show` (the study's Review page): the automatic contour (lesion by lesion) and the
+manual contour each accepted or rejected with an optional comment; the decision is stored with who and
 when, shown again when the case is reopened, and "Export accepted" writes it onto the source CT.
 
 Used by the viewer (any case) and by the study's Review page (a study case, as a signed-in admin).
@@ -7,22 +9,13 @@ Used by the viewer (any case) and by the study's Review page (a study case, as a
 
 from __future__ import annotations
 
-import io
-import tempfile
-import zipfile
-from pathlib import Path
-
 import streamlit as st
-from PIL import Image
 
 from lungseg import review
 from lungseg.errors import LungsegError
-from lungseg.study.cases import contour_slices
 
-from . import gate, pacs_ui, render
+from . import gate, pacs_ui
 
-AUTO_RGB = (255, 70, 70)
-MANUAL_RGB = (60, 200, 255)
 FORMATS = {"DICOM SEG": ("seg", ".dcm"), "RTSTRUCT": ("rtstruct", ".dcm"), "NIfTI": ("nifti", ".nii.gz"),
            "NRRD": ("nrrd", ".nrrd")}
 
@@ -64,30 +57,11 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
         st.info(f"Latest decision by **{latest.reviewer}** at {latest.decided_at}: " + "; ".join(parts)
                 + (f" — “{latest.comment}”" if latest.comment else ""), icon=None)
 
-    slices = contour_slices(case)
-    if not slices:
-        st.caption("Neither contour has any voxel: nothing to compare.")
-    else:
-        default = int(case.lesions[0]["centroid_slice"]) if case.lesions else slices[len(slices) // 2]
-        default = min(slices, key=lambda s: abs(s - default))
-        k = st.select_slider("Axial slice", options=slices, value=default, key=f"{k_}_slice",
-                             format_func=lambda s: f"{s + 1}")
-        hu = case.volume.array[k]
-        sx, sy, _ = case.volume.spacing
-        left, right = st.columns(2)
-        with left:
-            st.markdown("**Automatic** " + (f"({case.automatic.description})" if case.automatic else "(none)"))
-            st.image(render.slice_with_outline(hu, case.automatic.mask[k] if case.automatic else None, AUTO_RGB,
-                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
-        with right:
-            st.markdown("**Manual** " + (f"({case.manual.name})" if case.manual else "(none)"))
-            st.image(render.slice_with_outline(hu, case.manual.mask[k] if case.manual else None, MANUAL_RGB,
-                                               (sy, sx), display_px=460, resample=Image.BILINEAR))
-
     prev_auto = latest.decision("automatic") if latest else None
     prev_man = latest.decision("manual") if latest else None
     with st.form(f"{k_}_form"):
         accept_auto = accept_man = False
+        auto_chosen = manual_chosen = False
         lesions: list[int] | None = None
         c1, c2 = st.columns(2)
         with c1:
@@ -100,20 +74,28 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
                     (numbers if prev_auto and prev_auto.accepted else [])
                 picked = st.multiselect("Accepted automatic lesions", numbers, default=[n for n in before if n in numbers],
                                         format_func=lambda n: f"lesion {n}", key=f"{k_}_lesions")
+                reject_auto = st.checkbox("Reject the automatic contour", value=bool(prev_auto and not prev_auto.accepted),
+                                          key=f"{k_}_reject_auto")
                 accept_auto = bool(picked)
+                auto_chosen = accept_auto or reject_auto
                 lesions = None if sorted(picked) == numbers else sorted(picked)
             else:
                 st.caption("No automatic contour.")
         with c2:
             if case.manual is not None:
+                # a review starts with no decision: nothing is preselected
                 choice = st.radio("Manual contour", ["accept", "reject"], horizontal=True,
-                                  index=0 if (prev_man and prev_man.accepted) else 1, key=f"{k_}_manual")
+                                  index=None if prev_man is None else 0 if prev_man.accepted else 1, key=f"{k_}_manual")
                 accept_man = choice == "accept"
+                manual_chosen = choice is not None
             else:
                 st.caption("No manual contour.")
         comment = st.text_input("Comment (optional)", key=f"{k_}_comment")
         save = st.form_submit_button("Save decision")
-    if save:
+    if save and not (auto_chosen or manual_chosen):  # an untouched form records nothing
+        st.error("Nothing saved: nothing was chosen. Pick the accepted automatic lesions, tick “Reject the "
+                 "automatic contour”, or accept or reject the manual contour.")
+    elif save:
         accept = [c for c, ok in (("automatic", accept_auto), ("manual", accept_man)) if ok]
         try:
             saved = review.record(store, case, user, accept, lesions if accept_auto else None, comment=comment,
@@ -129,30 +111,28 @@ def show(case, user=None, *, study=None, case_id: str | None = None, key: str = 
     if latest is None:
         return
     st.markdown("**Export accepted**")
-    c1, c2 = st.columns([2, 3])
-    fmt_name = c1.selectbox("Format", list(FORMATS), key=f"{k_}_fmt")
-    only = None
-    masks = review.accepted_masks(case, latest)
-    if len(masks) > 1 and FORMATS[fmt_name][0] in ("nifti", "nrrd"):
-        only = c2.radio("Contour (one per NIfTI/NRRD file)", ["automatic", "manual"], horizontal=True,
-                        key=f"{k_}_only")
-    if not masks:
+    from lungseg import structures
+
+    accepted = structures.accepted_from_review(case, latest)  # the one export path: each under its name
+    if not accepted:
         st.caption("The latest decision accepts nothing: there is nothing to export.")
         return
-    export_key = f"{k_}_export_{latest.id}_{fmt_name}_{only}"  # a new decision or format needs a new file
+    c1, _ = st.columns([2, 3])
+    fmt_name = c1.selectbox("Format", list(FORMATS), key=f"{k_}_fmt")
+    fmt = FORMATS[fmt_name][0]
+    export_key = f"{k_}_export_{latest.id}_{fmt_name}"  # a new decision or format needs a new file
     if c1.button("Prepare export", key=f"{k_}_prepare"):
         try:
-            data, filename, mime = export_bytes(case, latest, fmt_name, only)
+            st.session_state[export_key] = structures.export_download(case, accepted, fmt,
+                                                                      stem=f"{case.label}-accepted-{fmt}")
         except LungsegError as exc:
             st.error(str(exc))
-        else:
-            st.session_state[export_key] = (data, filename, mime)
     ready = st.session_state.get(export_key)
     if ready:
         data, filename, mime = ready
         st.download_button(f"Download {filename}", data, file_name=filename, mime=mime, key=f"{k_}_download",
                            on_click="ignore")
-    pacs_ui.send_button(case, latest, FORMATS[fmt_name][0], only, key=k_)
+    pacs_ui.send_button(case, accepted, fmt, None, key=k_)
 
 
 def _remove_added(case, user, latest, k_: str) -> None:
@@ -169,21 +149,61 @@ def _remove_added(case, user, latest, k_: str) -> None:
             st.rerun()  # the latest decision above now says what is left
 
 
-def export_bytes(case, latest, fmt_name: str, only: str | None = None) -> tuple[bytes, str, str]:
-    """The accepted contour(s) written in ``fmt_name`` as downloadable bytes (a zip when the CT series
-    has to travel with a DICOM object because the source was not DICOM)."""
-    fmt, suffix = FORMATS[fmt_name]
-    stem = f"{case.label}-accepted-{fmt}"
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ct_out = tmp / "ct" if fmt in ("seg", "rtstruct") and case.ct.dicom is None else None
-        paths = review.export_accepted(case, latest, fmt, tmp / f"{stem}{suffix}", contour=only, ct_out=ct_out)
-        if ct_out is None:
-            return paths[0].read_bytes(), paths[0].name, "application/octet-stream"
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(ct_out.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"ct/{f.relative_to(ct_out)}")
-            z.write(paths[0], paths[0].name)
-        return buf.getvalue(), f"{stem}.zip", "application/zip"
+EXPORT_FORMATS = {"DICOM SEG": "seg", "RTSTRUCT": "rtstruct", "NIfTI": "nifti", "NRRD": "nrrd"}
+
+
+def show_structures(case, user) -> None:
+    """Below the viewer: every structure with its decision (made in the viewer's table; nothing is decided
+    here), the accepted ones exported under their names with their provenance, and the editing effort."""
+    from lungseg import structures
+
+    store = _store()
+    st.subheader("Review")
+    views = structures.case_structures(store, case)
+    rows = [{"structure": v.name, "type": v.kind, "from": v.source, "provenance": v.provenance,
+             "version": v.version, "decision": v.decision or "—"} for v in views]
+    colours = {v.name: "#%02x%02x%02x" % tuple(v.colour) for v in views}
+    st.dataframe(rows, hide_index=True, width="content")
+    st.caption("Accept, reject or edit each structure (and each automatic lesion) in the viewer's own list. "
+               "Colours: " + " · ".join(f"<span style='color:{c}'>■</span> {n}" for n, c in colours.items()),
+               unsafe_allow_html=True)
+    try:
+        accepted = structures.accepted_structures(store, case)
+    except LungsegError as exc:
+        st.error(str(exc))
+        accepted = {}
+    st.markdown("**Export accepted**")
+    if not accepted:
+        st.caption("Nothing is accepted yet: there is nothing to export.")
+    else:
+        st.caption("Accepted: " + ", ".join(f"{a.name} ({a.provenance})" for a in accepted.values()))
+        c1, c2 = st.columns([2, 3])
+        fmt_name = c1.selectbox("Format", list(EXPORT_FORMATS), key="structures_fmt")
+        fmt = EXPORT_FORMATS[fmt_name]
+        names = None
+        if fmt in ("nifti", "nrrd") and len(accepted) > 1:
+            names = c2.multiselect("Structures (one label value each)", list(accepted), default=list(accepted),
+                                   key="structures_names") or None
+        signature = (tuple(sorted((a.name, a.version, a.provenance) for a in accepted.values())), fmt,
+                     tuple(names or ()))
+        if c1.button("Prepare export", key="structures_prepare"):
+            try:
+                st.session_state["structures_export"] = (signature, *structures.export_download(case, accepted, fmt,
+                                                                                                 names=names))
+            except LungsegError as exc:
+                st.error(str(exc))
+        ready = st.session_state.get("structures_export")
+        if ready and ready[0] == signature:
+            _, data, filename, mime = ready
+            st.download_button(f"Download {filename}", data, file_name=filename, mime=mime,
+                               key="structures_download", on_click="ignore")
+        pacs_ui.send_button(case, accepted, fmt, None, key="structures")
+    st.markdown("**Editing effort**")
+    efforts = structures.case_efforts(store, case)
+    if efforts:
+        st.dataframe([e.as_row() for e in efforts], hide_index=True, width="content")
+        st.download_button("Download effort (CSV)", structures.effort_csv(efforts),
+                           file_name=f"{case.label}-editing-effort.csv", mime="text/csv", key="effort_csv",
+                           on_click="ignore")
+    else:
+        st.caption("No activity recorded on this case yet.")

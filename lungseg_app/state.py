@@ -91,6 +91,7 @@ def open_source(source: CaseSource, label: str | None = None) -> bool:
         set_current(hit)
         return True
     label = label or ("the demo case" if source.is_demo else str(source.ct).rsplit("/", 1)[-1])
+    failure = None
     with st.status(f"Opening {label}…", expanded=True) as box:
         bar = st.progress(0.0)
 
@@ -102,17 +103,20 @@ def open_source(source: CaseSource, label: str | None = None) -> bool:
             for case in open_case_progressively(source, predictor, progress, cache=result_cache()):
                 pass
         except LungsegError as exc:
-            box.update(label=f"Could not open {label}", state="error", expanded=False)
-            st.error(str(exc))
-            return False
+            failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - never take the app down on a bad case
-            box.update(label=f"Could not open {label}", state="error", expanded=False)
-            st.error(f"{label}: {type(exc).__name__}: {cases.one_line(exc)}")
-            return False
-        bar.progress(1.0, text="Done")
-        how = "from cache" if case.from_cache else "processed"
-        box.update(label=f"Opened {case.label} ({how}, {case.seconds.get('open', 0):.1f} s)", state="complete",
-                   expanded=False)
+            failure = f"{label}: {type(exc).__name__}: {cases.one_line(exc)}"
+        if failure is not None:
+            # the reason goes in the collapsed box's title and in a message outside it, never only inside
+            box.update(label=f"Could not open {label}: {failure}", state="error", expanded=False)
+        else:
+            bar.progress(1.0, text="Done")
+    if failure is not None:
+        st.error(f"Could not open {label}: {failure}")
+        return False
+    how = "from cache" if case.from_cache else "processed"
+    box.update(label=f"Opened {case.label} ({how}, {case.seconds.get('open', 0):.1f} s)", state="complete",
+               expanded=False)
     memory().put(key, case)
     set_current(case)
     return True

@@ -30,6 +30,29 @@ def _store(path: str) -> StudyStore:
     return StudyStore(path)
 
 
+def signed_in_rater(store: StudyStore, kind: str):
+    """The rater signed in by the page's personal link (``?token=...``) and their study, which must be of
+    ``kind`` ("preference": the Rate page, "contouring": the Contour page); otherwise the page says why (no
+    link, a revoked, expired or unknown one, the other page's link) and stops."""
+    from lungseg.study import AuthError, authenticate_rater
+
+    token = st.query_params.get("token", "")
+    if not token:
+        st.info("Open this page with the personal link you were sent.")
+        st.stop()
+    try:
+        session = authenticate_rater(store, token)
+        study = store.study_for(session)
+    except AuthError as exc:
+        st.error(f"This link cannot be used: {exc}.")
+        st.stop()
+    if study.kind != kind:
+        page = "Contour" if study.kind == "contouring" else "Rate"
+        st.info(f"This link belongs to a {study.kind} study: open it on the [{page} page]({page}?token={token}).")
+        st.stop()
+    return session, study
+
+
 def get_store() -> StudyStore:
     """The study database ($LUNGSEG_DB or data/lungseg.db), one connection per server process."""
     return _store(str(default_db_path()))

@@ -7,7 +7,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lungseg.case import CaseMemory, CaseSource, ManualSource, model_version
 from lungseg.errors import LungsegError
-from lungseg_app import cases, click_lesion, gate, review_panel, state
+from lungseg import structures
+from lungseg_app import cases, click_lesion, editing, gate, review_panel, state
 from lungseg_app.viewer import lesion_start_slice, opening, viewer_layers
 from lungseg_app.viewer.component import viewer
 from lungseg_app.viewer.publish import STATUS, component_args, folder_for
@@ -81,6 +82,48 @@ if job is not None:
         drop_job()  # Home opened another case while this one was opening
         job = None
 
+
+
+def reopen_from_url() -> None:
+    """After a reload (F5) the open case comes back from the URL (``?case=`` a case of the data folder), checked
+    again like a pick from the folder (the page's sign-in gate has run above)."""
+    wanted = st.query_params.get("case")
+    if not wanted or st.session_state.get("viewer_url_tried") == wanted:
+        return
+    st.session_state["viewer_url_tried"] = wanted
+    try:
+        path = cases.inside_data_folder(cases.data_root() / wanted)
+    except LungsegError as exc:
+        st.error(f"The case in the address cannot be opened: {exc}")
+        return
+    if not path.exists():
+        st.error(f"The case in the address, {wanted}, is not in the data folder.")
+        return
+    roi = st.query_params.get("roi") or None
+    start_job(CaseSource(str(path), manual=ManualSource("rtstruct", None, roi)), wanted)
+
+
+def case_in_url(case) -> None:
+    """Name the open case in the URL when it is a case of the data folder (uploads and PACS cases are not)."""
+    src = case.source
+    try:
+        rel = Path(src.ct).resolve().relative_to(cases.data_root().resolve()).as_posix()
+    except (ValueError, OSError, TypeError):
+        st.query_params.pop("case", None)
+        return
+    if st.query_params.get("case") != rel:
+        st.query_params["case"] = rel
+    roi = src.manual.roi if src.manual is not None else None
+    if roi and st.query_params.get("roi") != roi:
+        st.query_params["roi"] = roi
+    st.session_state["viewer_url_tried"] = rel
+
+
+if job is None and state.current() is None:
+    reopen_from_url()
+    job = st.session_state.get("viewer_job")
+elif job is None:
+    case_in_url(state.current())
 polling = job is not None
 
 
@@ -107,11 +150,17 @@ def show() -> None:
             st.page_link("app.py", label="← Home")
             return
         vc = viewer_layers(case)
-        # a new click is segmented before the component is drawn: its contour goes out with this rerun
-        click_lesion.segment_new_click(case, folder_for(vc.key).token, st.session_state.get(VIEWER_KEY))
-        latest = click_lesion.latest_review(case)
+        folder = folder_for(vc.key)
+        value = st.session_state.get(VIEWER_KEY)
+        # edits, decisions and a new click are applied before the component is drawn: their answer goes
+        # out with this rerun
+        if editing.handle(case, user, value, folder.token):
+            st.rerun(scope="app")  # a decision: the review below shows it too
+        click_lesion.segment_new_click(case, folder.token, value)
         start = st.session_state.setdefault("viewer_slices", {}).get(vc.key, lesion_start_slice(vc))
-        args = component_args(click_lesion.with_click_layers(vc, case, latest), start, wait=True)
+        views = structures.case_structures(click_lesion._store(), case)
+        args = component_args(click_lesion.with_click_layers(vc, case), start, wait=True, folder=folder)
+        args = editing.viewer_args(case, args, views, folder)
         progress = {"text": "", "fraction": 1.0, "done": True}
     value = viewer(args, progress=progress, height=HEIGHT, key=VIEWER_KEY)
     remember(value, args["case"], vc)
@@ -126,10 +175,7 @@ def show() -> None:
     added = st.session_state.pop("viewer_click_added", None)
     if added:
         st.success(added)
-    rows = click_lesion.lesion_rows(vc, case, latest)
-    if rows:
-        st.markdown(f"**Lesions** ({vc.lesion_source or 'added by click'})")
-        st.dataframe(rows, hide_index=True, width="content")
+    editing.create_form(case, user, views)
     for note in vc.notes:
         st.caption(note)
 
@@ -150,7 +196,7 @@ def remember(value: dict | None, shown: str, vc) -> None:
 show()
 if st.session_state.get("viewer_job") is None and state.current() is not None:
     st.divider()
-    review_panel.show(state.current(), user)  # outside the fragment: its choices rerun the whole page
+    review_panel.show_structures(state.current(), user)  # outside the fragment: decisions, export, effort
 
 with st.expander("Open another case", expanded=state.current() is None and job is None):
     entries = folder_entries(str(cases.data_root()))

@@ -9,21 +9,15 @@ import time
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study import AccessDenied, AuthError, StudyError, authenticate_rater
+from lungseg.study import AccessDenied, AuthError, StudyError
 from lungseg_app import study_ui
 
 st.set_page_config(page_title="Rate", layout="wide")
 st.title("Contour comparison")
 
-token = st.query_params.get("token", "")
-if not token:
-    st.info("Open this page with the personal link you were sent.")
-    st.stop()
-
 store = study_ui.get_store()
+session, study = study_ui.signed_in_rater(store, "preference")
 try:
-    session = authenticate_rater(store, token)
-    study = store.study_for(session)
     item = store.next_item_for(session)
     progress = store.progress(session)
 except AuthError as exc:
@@ -43,9 +37,6 @@ st.progress(progress.done / max(progress.total, 1))
 # the time the item was first shown (server side; window changes do not reset it)
 shown = st.session_state.setdefault("shown_at", {})
 shown.setdefault(item.item_id, time.monotonic())
-# the vote is for the item that was on screen when the button was pressed (set by the previous run)
-displayed = st.session_state.get("rate_item")
-st.session_state["rate_item"] = item.item_id
 
 width, level = study_ui.window_controls("rate")
 try:
@@ -67,25 +58,37 @@ if item.ask_turing:
     turing = t.lower() if t else None
 comment = st.text_input("Comment (optional)", key=f"c_{pos}", max_chars=2000)
 
-c1, c2 = st.columns(2)
-vote = None
-if c1.button("◀ Left is better", key=f"l_{pos}", type="primary", shortcut="Left", width="stretch"):
-    vote = "left"
-if c2.button("Right is better ▶", key=f"r_{pos}", type="primary", shortcut="Right", width="stretch"):
-    vote = "right"
-st.caption("Keyboard: ← Left · → Right")
 
-if vote is not None:
-    item_id = displayed if displayed is not None else item.item_id
-    started = shown.get(item_id, shown[item.item_id])
+
+def cast(item_id: int, vote: str) -> None:
+    """A button's vote, for the pair that was on screen when it was pressed (runs before the page).  A press
+    on a pair already voted (the next pair was still loading) is not counted, and the page says so."""
+    started = shown.get(item_id)
+    if started is None:
+        st.session_state["rate_refused"] = ("Your last click came while the next pair was loading: it was not "
+                                            "counted. Please vote on the pair shown now.")
+        return
     try:
-        store.cast_vote(session, item_id, vote, response_ms=int((time.monotonic() - started) * 1000),
-                        comment=comment, turing=turing)
+        stored = store.cast_vote(session, item_id, vote, response_ms=int((time.monotonic() - started) * 1000),
+                                 comment=st.session_state.get(f"c_{pos}", ""), turing=turing)
     except AccessDenied as exc:
-        st.error(f"Vote refused: {exc}.")
-        st.stop()
+        st.session_state["rate_refused"] = f"Vote refused: {exc}."
+        return
     except StudyError as exc:
-        st.error(f"Vote not recorded: {exc}.")
-        st.stop()
+        st.session_state["rate_refused"] = f"Vote not recorded: {exc}."
+        return
     shown.pop(item_id, None)
-    st.rerun()
+    if not stored.created:
+        st.session_state["rate_refused"] = "That pair had been voted already: the second click was not counted."
+
+
+refused = st.session_state.pop("rate_refused", None)
+if refused:
+    st.warning(refused)
+c1, c2 = st.columns(2)
+# each button carries the pair it was drawn with: a press is a vote for that pair, never the next one
+c1.button("◀ Left is better", key=f"l_{pos}", type="primary", shortcut="Left", width="stretch",
+          on_click=cast, args=(item.item_id, "left"))
+c2.button("Right is better ▶", key=f"r_{pos}", type="primary", shortcut="Right", width="stretch",
+          on_click=cast, args=(item.item_id, "right"))
+st.caption("Keyboard: ← Left · → Right")

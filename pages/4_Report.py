@@ -11,6 +11,11 @@ admin = auth.require_admin()
 store = study_ui.get_store()
 study = study_ui.pick_study(store, key="report_study")
 pseudo = st.checkbox("Pseudonymise raters (R001, …)", value=True, key="report_pseudo")
+if study.kind == "contouring":
+    from lungseg_app import contouring_report_ui
+
+    contouring_report_ui.show(store, study, admin, pseudonymise=pseudo)
+    st.stop()
 
 try:
     rep = study_report(store, study.id, pseudonymise=pseudo)

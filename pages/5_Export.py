@@ -2,19 +2,15 @@
 
 The accepted contour (the case's latest verdict; only the accepted lesions when the review chose
 some) is taken from the case opened from its study record — the same case the review showed.  For a non-DICOM source (the demo phantom), SEG and RTSTRUCT need a CT series to
-reference: the CT is first written as a DICOM series and the download is a zip of both.
+reference: the CT is first written as a DICOM series and the download is a zip of both.  Written by
+``lungseg.structures.export_download`` (the one export path): each accepted structure under its name, with
+its provenance.
 Every prepared export is recorded in the audit log (``contour.export``).
 """
-
-import io
-import tempfile
-import zipfile
-from pathlib import Path
 
 import streamlit as st
 
 from lungseg.errors import LungsegError
-from lungseg.study.cases import verdict_mask
 from lungseg_app import auth, study_ui
 
 FORMATS = {"NIfTI": "nifti", "NRRD": "nrrd", "DICOM SEG": "seg", "RTSTRUCT": "rtstruct"}
@@ -45,33 +41,12 @@ state_key = (study.id, case_id, source, fmt, rev["reviewed_at"])
 
 
 def prepare() -> tuple[bytes, str]:
-    from lungseg.export import export_mask, with_dicom_series
-
-    from lungseg.case import with_dicom_headers
+    from lungseg.structures import accepted_from_verdict, export_download
 
     view = study_ui.material(store, study.id, case_id)
-    loaded, mask = view.loaded, verdict_mask(view.case, rev, review)
-    if fmt in ("seg", "rtstruct"):
-        loaded = with_dicom_headers(loaded)
-    name = f"GTV-{'auto' if source == 'automatic' else 'manual'}"
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        extra = None
-        if fmt in ("seg", "rtstruct") and loaded.dicom is None:
-            extra = tmp / "ct"
-            loaded = with_dicom_series(loaded, extra)
-        path = export_mask(loaded, mask, fmt, tmp / "out", name=name, source=source)
-        stem = f"{case_id}-{name}"
-        if extra is None:
-            suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-            return path.read_bytes(), f"{stem}{suffix}"
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            z.write(path, f"{stem}.{fmt}.dcm")
-            for f in sorted(extra.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"ct/{f.relative_to(extra)}")
-        return buf.getvalue(), f"{stem}-{fmt}-with-ct.zip"
+    accepted = accepted_from_verdict(view.case, rev, review)
+    data, fname, _ = export_download(view.case, accepted, fmt, stem=f"{case_id}-accepted")
+    return data, fname
 
 
 prepared = st.session_state.get("export_file")

@@ -11,7 +11,8 @@ import streamlit as st
 from lungseg.case import AutomaticSource, CaseSource, ManualSource
 from lungseg.errors import LungsegError
 from lungseg.study import SPECIALTIES, DesignParams, StudyError
-from lungseg.study.cases import automatic_label, automatic_summary, study_case
+from lungseg.study.cases import automatic_label, automatic_summary, contouring_case, study_case
+from lungseg.study.contouring import ContouringParams
 from lungseg.study.report import stand_in_note
 from lungseg_app import auth, state, study_ui
 
@@ -39,11 +40,19 @@ with st.expander("Create a study", expanded=not store.studies()):
         chosen = st.multiselect("Cases (manual contour: phantom truth / RTSTRUCT GTV-1)", list(candidates),
                                 default=["demo-phantom"], key="new_cases")
         automatic = st.radio("Automatic contour", list(AUTOMATIC), index=0, key="new_automatic")
+        kind = st.radio("Kind of study", ["preference: a blinded choice between two contours",
+                                          "contouring: readers contour each case from scratch and from the draft"],
+                        key="new_kind").split(":")[0]
         c1, c2, c3 = st.columns(3)
-        per_case = c1.number_input("Slices per case", 1, 50, 5, key="new_slices")
-        repeats = c2.number_input("Repeated items", 0, 50, 0, key="new_repeats")
+        per_case = c1.number_input("Slices per case (preference)", 1, 50, 5, key="new_slices")
+        repeats = c2.number_input("Repeated items / cases contoured twice", 0, 50, 0, key="new_repeats")
         seed = c3.number_input("Random seed", 0, 2**31 - 1, 0, key="new_seed")
-        turing = st.checkbox("Also ask which contour a computer drew (Turing question)", key="new_turing")
+        turing = st.checkbox("Also ask which contour a computer drew (Turing question; preference)", key="new_turing")
+        g1, g2 = st.columns(2)
+        gap_sessions = g1.number_input("Contouring: sessions between two readings of a case", 0, 10, 1,
+                                       key="new_gap_sessions")
+        gap_days = g2.number_input("Contouring: days between two readings of a case", 0.0, 365.0, 0.0,
+                                   key="new_gap_days")
         create = st.form_submit_button("Create study")
     if create:
         try:
@@ -58,14 +67,21 @@ with st.expander("Create a study", expanded=not store.studies()):
                         ct = candidates[cid]
                         source = (CaseSource.demo(auto) if ct == "demo"
                                   else CaseSource(ct, auto, ManualSource("rtstruct", None, "GTV-1")))
-                        spec, _ = study_case(cid, source, cache=state.result_cache())
+                        if kind == "contouring":  # the grid, the draft and the model's own time on the case
+                            specs.append(contouring_case(cid, source, cache=state.result_cache()))
+                        else:
+                            specs.append(study_case(cid, source, cache=state.result_cache())[0])
                     except LungsegError as exc:
                         raise StudyError(f"{cid}: {exc}") from None
-                    specs.append(spec)
                 box.update(label="Cases ready", state="complete")
-            params = DesignParams(slices_per_case=int(per_case), repeats=int(repeats), turing=bool(turing),
-                                  seed=int(seed))
-            study = store.create_study(name, specs, params, actor=admin)
+            if kind == "contouring":
+                study = store.create_contouring_study(
+                    name, specs, ContouringParams(repeats=int(repeats), min_gap_sessions=int(gap_sessions),
+                                                  min_gap_days=float(gap_days), seed=int(seed)), actor=admin)
+            else:
+                params = DesignParams(slices_per_case=int(per_case), repeats=int(repeats), turing=bool(turing),
+                                      seed=int(seed))
+                study = store.create_study(name, specs, params, actor=admin)
             st.session_state["study_name"] = study.name
             st.success(f"Created study {study.name!r} with {len(specs)} case(s).")
         except (StudyError, LungsegError) as exc:
@@ -75,7 +91,8 @@ if not store.studies():
     st.stop()
 study = study_ui.pick_study(store, key="setup_study")
 case_rows = store.cases(study.id)
-st.caption(f"{len(case_rows)} case(s); Turing question: {'yes' if study.turing else 'no'}")
+st.caption(f"{study.kind.capitalize()} study; {len(case_rows)} case(s)"
+           + (f"; Turing question: {'yes' if study.turing else 'no'}" if study.kind == "preference" else ""))
 summary = automatic_summary(case_rows)
 if summary["stand_in"]:
     st.warning(stand_in_note(summary, len(case_rows)))
@@ -100,7 +117,7 @@ if invite:
         except Exception:  # noqa: BLE001 - older Streamlit: relative link
             base = ""
         st.success(f"Invited {inv.display_name}. Copy the personal link now: it is shown only once.")
-        st.code(inv.link(f"{base}/Rate"), language=None)
+        st.code(inv.link(f"{base}/{'Contour' if study.kind == 'contouring' else 'Rate'}"), language=None)
     except StudyError as exc:
         st.error(str(exc))
 
@@ -119,5 +136,8 @@ if raters:
             st.rerun()
 else:
     st.caption("No raters yet.")
-p = store.study_progress(study.id)
-st.caption(f"Votes so far: {p.done} of {p.total} assigned items.")
+if study.kind == "contouring":
+    st.caption(f"Readings submitted so far: {sum(r.done for r in raters)} of {sum(r.total for r in raters)}.")
+else:
+    p = store.study_progress(study.id)
+    st.caption(f"Votes so far: {p.done} of {p.total} assigned items.")

@@ -145,3 +145,12 @@ def axial_point(frame, i: float, j: float) -> tuple[float, float]:
     s = min(box["width"] / (nx * sx), box["height"] / (ny * sy))
     ox, oy = (box["width"] - nx * sx * s) / 2, (box["height"] - ny * sy * s) / 2
     return box["x"] + ox + (i + 0.5) * sx * s, box["y"] + oy + (j + 0.5) * sy * s
+
+
+def screenshot(page, name: str) -> None:
+    """A page screenshot for the docs, written only on request: ``LUNGSEG_SCREENSHOTS=docs pytest ...`` (tests
+    never change the repository's files otherwise)."""
+    folder = os.environ.get("LUNGSEG_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name))

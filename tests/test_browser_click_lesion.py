@@ -1,7 +1,7 @@
 """Click-to-segment in the viewer, in a real browser: LUNG1-001 from the data folder, a click inside GTV-1 on
-its largest slice shows the clicked lesion's contour; Discard leaves no trace, Add stores it with the case's
-review (who and when) and lists it in the lesion table and the review panel, again after reopening; it can
-be removed."""
+its largest slice (with the Segment tool) shows the clicked lesion's contour; Discard leaves no trace, "Add as a
+new structure" stores it as GTVn (who, when, SEMIAUTOMATIC, origin click), listed in the viewer again after a
+reload; a click in aerated lung says there is no lesion there."""
 
 import re
 
@@ -42,12 +42,12 @@ def open_lung1_001(page):
     expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
 
 
-def case_reviews(env) -> list:
+def stored_versions(env) -> list:
     from lungseg.study import StudyStore
 
     with StudyStore(env["LUNGSEG_DB"]) as store:
-        return [r for key in {r[0] for r in store.conn.execute("SELECT case_key FROM case_reviews")}
-                for r in store.case_reviews(key)]
+        keys = {r[0] for r in store.conn.execute("SELECT case_key FROM structure_versions")}
+        return [r for key in keys for r in store.structure_versions(key)]
 
 
 def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
@@ -62,7 +62,8 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
     page.goto(url + "/Viewer")
     open_lung1_001(page)
     f = viewer_frame(page)
-    f.locator("#axial").click(position={"x": 5, "y": 5})  # focus (a click off the image segments nothing)
+    f.locator("#axial").click(position={"x": 5, "y": 5})  # focus (navigation: a click segments nothing)
+    page.keyboard.press("c")  # the Segment tool
     page.keyboard.press("Home")
     for key in ["PageUp"] * (k // 10) + ["ArrowUp"] * (k % 10):
         page.keyboard.press(key)
@@ -80,34 +81,30 @@ def test_click_inside_gtv1_then_discard_then_add(page, server, data_dir):
     page.get_by_role("button", name="Discard").click()
     expect(clicked_row).to_have_count(0, timeout=30_000)
     expect(summary).to_have_count(0)
-    assert case_reviews(env) == []
+    assert stored_versions(env) == []
 
-    # a click beside it → Add: stored with who and when, shown in the lesion table and the review panel
+    # a click beside it → a new structure GTVn: stored with who, when and how (SEMIAUTOMATIC, by click)
     f.locator("#axial").scroll_into_view_if_needed()  # the buttons below may have scrolled the page
     x, y = axial_point(viewer_frame(page), ii + 2, jj)
     page.mouse.click(x, y)
     expect(clicked_row).to_have_count(1, timeout=30_000)
-    page.get_by_role("button", name="Add to automatic contour").click()
-    expect(page.get_by_text(re.compile(r"Added lesion C1 by local user"))).to_be_visible(timeout=30_000)
-    expect(f.locator("[data-layer='added lesions']")).to_have_count(1, timeout=30_000)
+    page.get_by_role("button", name="Add as a new structure").click()
+    expect(page.get_by_text(re.compile(r"Created GTVn \(GTVn, SEMIAUTOMATIC, from click\) by local user"))).to_be_visible(
+        timeout=30_000)
+    expect(f.locator("[data-layer='GTVn']")).to_have_count(1, timeout=30_000)
     expect(clicked_row).to_have_count(0)
-    expect(page.get_by_text(re.compile(r"added to the automatic contour by click: C1"))).to_be_visible()
-    tables = page.locator('[data-testid="stDataFrame"]')
-    expect(tables.first).to_be_visible()
-    (review,) = case_reviews(env)
-    (lesion,) = review.added
-    assert (lesion.label, lesion.added_by, review.reviewer) == ("C1", "local user", "local user")
-    mask = unpack(lesion.mask, gtv.shape)
+    (row,) = stored_versions(env)
+    assert (row["name"], row["kind"], row["provenance"], row["origin"], row["author"]) == \
+        ("GTVn", "GTVn", "SEMIAUTOMATIC", "click", "local user")
+    mask = unpack(row["mask"], gtv.shape)
     assert 2 * (mask & gtv).sum() / (mask.sum() + gtv.sum()) >= 0.6
-    assert lesion.volume_ml == pytest.approx(mask.sum() * 0.977 ** 2 * 3 / 1000, rel=0.02)
-    # reopened in a new session (a reload), the added lesion is shown again: layer, lesion table, review panel
+    # reopened in a new session (a reload: the case comes back from the address), GTVn is listed, undecided
     page.reload()
-    open_lung1_001(page)
-    expect(f.locator("[data-layer='added lesions']")).to_have_count(1, timeout=LONG)
-    expect(page.get_by_text(re.compile(r"added to the automatic contour by click: C1"))).to_be_visible(timeout=60_000)
-    expect(tables.first).to_contain_text("added by click")
-    page.get_by_role("button", name="Remove added lesion").click()
-    expect(page.get_by_text(re.compile(r"Latest decision by local user.*rejected"))).to_be_visible(timeout=30_000)
-    expect(page.get_by_text(re.compile(r"by click: C1"))).to_have_count(0)
-    expect(f.locator("[data-layer='added lesions']")).to_have_count(0, timeout=30_000)
-    assert [r.added for r in case_reviews(env)][0] == ()
+    expect(f.locator("[data-layer='GTVn']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("[data-layer='GTVn'] [data-decision]")).to_have_count(0)
+    # a click in aerated lung says there is no lesion there
+    f.locator("body[data-ct='ready']").wait_for(state="attached", timeout=LONG)
+    f.locator("#axial").click(position={"x": 5, "y": 5})
+    page.keyboard.press("c")
+    page.mouse.click(*axial_point(viewer_frame(page), 150, 250))
+    expect(page.get_by_text(re.compile(r"No lesion here"))).to_be_visible(timeout=60_000)

@@ -1,18 +1,12 @@
 """The viewer component in a real browser: a `streamlit run` server on a free localhost port and headless Chromium."""
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, viewer_frame
+from browser_harness import app_server, axial_point, expand_picker, launch_chromium, pick_case, screenshot, viewer_frame
 
-REPO = Path(__file__).resolve().parents[1]
-# screenshots go to a temporary folder; `make screenshots` sets LUNGSEG_SCREENSHOTS=docs to refresh the README's
-DOCS = Path(os.environ.get("LUNGSEG_SCREENSHOTS") or tempfile.mkdtemp(prefix="lungseg-screenshots-"))
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 LONG = 240_000  # a cold LUNG1-001 open on a loaded 2-core machine
@@ -78,7 +72,7 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     body = page.locator("body").inner_text()
     assert "Patient's Name" not in body and "PatientName" not in body
     f = viewer_frame(page)
-    expect(f.locator("body[data-layers*='manual contour']")).to_have_count(1, timeout=30_000)
+    expect(f.locator("body[data-layers*='GTV-auto']")).to_have_count(1, timeout=30_000)
     nz = int(f.locator("#axial").get_attribute("data-geometry").split(",")[4])
     f.locator("#axial").click()
     start = slice_no(page)
@@ -120,7 +114,12 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     f.locator("#fill").check()
     page.wait_for_timeout(800)
     assert traffic["sent"] == [], traffic["sent"]
-    page.mouse.click(x, y)  # a click does reach Python: the recorder sees it
+    page.mouse.click(x, y)  # navigation (the default tool): a click only moves the crosshair
+    page.wait_for_timeout(800)
+    assert traffic["sent"] == [], traffic["sent"]
+    page.keyboard.press("c")  # the Segment tool: a click does reach Python, the recorder sees it
+    expect(f.locator("body[data-tool='segment']")).to_have_count(1)
+    page.mouse.click(x, y)
     expect(page.get_by_text(re.compile(r"Clicked point: .*voxel \(x 100, y 100,"))).to_be_visible(timeout=30_000)
     assert "websocket message" in traffic["sent"]
     traffic["on"] = False
@@ -128,12 +127,11 @@ def test_demo_stepping_window_level_and_no_traffic(page, server):
     files = server + "/component/lungseg_app.viewer.component.lungseg_viewer_files/"
     assert page.request.get(files).status == 404
     assert page.request.get(files + "0" * 32 + "/ct-000.gz").status == 404
-    DOCS.mkdir(exist_ok=True)
     f.get_by_label("show lung region").check()
     f.get_by_role("button", name="Lung").click()
     f.locator("#fill").uncheck()
     f.locator("[data-lesion='1']").click()
-    page.screenshot(path=str(DOCS / "viewer-demo.png"))
+    screenshot(page, "viewer-demo.png")
 
 
 def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_case, data_dir):
@@ -154,7 +152,7 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
     expect(f.locator("body[data-first-image='1']")).to_have_count(1, timeout=LONG)
     expect(f.locator("body[data-layers*='lung region']")).to_have_count(1, timeout=LONG)
-    expect(f.locator("body[data-layers*='manual contour']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("body[data-layers*='GTV-1']")).to_have_count(1, timeout=LONG)
     expect(f.locator("body[data-ct='ready']")).to_have_count(1, timeout=LONG)
     # to the slice where GTV-1 is largest, by keyboard
     f.locator("#axial").click(position={"x": 5, "y": 5})
@@ -168,16 +166,17 @@ def test_lung1_001_click_hu_and_second_case_without_reload(page, server, load_ca
     x, y = axial_point(viewer_frame(page), ii, jj)
     page.mouse.move(x, y)
     expect(f.locator("#hu")).to_have_text(f"HU {int(vol.array[k, jj, ii])} at (x {ii}, y {jj})")
-    # a click returns the voxel centre in LPS mm to Python, which shows it
+    # with the Segment tool a click returns the voxel centre in LPS mm to Python, which shows it
+    page.keyboard.press("c")
     page.mouse.click(x, y)
     cap = page.get_by_text(re.compile(rf"Clicked point: .*voxel \(x {ii}, y {jj}, slice {k + 1}\)"))
     expect(cap).to_be_visible(timeout=30_000)
     mm = [float(v) for v in re.search(r"\(([^)]*)\) mm", cap.inner_text()).group(1).split(",")]
     want = vol.index_to_physical([k, jj, ii])[0]
     assert np.all(np.abs(np.array(mm) - want) <= np.array(vol.spacing) / 2 + 0.05), (mm, want)
-    expect(f.locator("body[data-layers*='automatic tumour']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("body[data-layers*='GTV-auto']")).to_have_count(1, timeout=LONG)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(DOCS / "viewer-lung1-001.png"))
+    screenshot(page, "viewer-lung1-001.png")
     # a second case replaces the first in the same page (no reload)
     open_from_viewer(page, "Open the demo case")
     expect(f.locator("#label")).to_have_text("demo-phantom", timeout=LONG)

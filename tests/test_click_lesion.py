@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lungseg import review
+from lungseg import review, structures
 from lungseg.errors import InputError
 from lungseg.maskcodec import PackedMask, pack, unpack
 from lungseg.study import AddedLesion, ContourDecision, StudyStore
 from lungseg.study.design import StudyError
-from lungseg.study.store import SCHEMA_VERSION, migrate
+from lungseg.study.store import MIGRATIONS, SCHEMA_VERSION, migrate
 
 
 def test_packed_mask_round_trip_is_exact_and_compact(data_dir):
@@ -52,7 +52,7 @@ def test_store_keeps_added_lesions_and_migrates_a_v4_database(tmp_path):
     assert migrate(conn, target=4) == 4
     conn.close()
     with StudyStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
         old = s.record_case_review("k", "K", "local user", [ContourDecision("automatic", True)])
         assert old.added == ()
         m = np.zeros((5, 6, 7), bool)
@@ -119,24 +119,39 @@ def test_added_lesion_is_recorded_reloaded_exported_and_removable(lung1_001_case
     rows = review.added_lesion_rows(case, latest)
     assert rows[0]["lesion"] == "C1" and rows[0]["how"] == "added by click" and rows[0]["side"] == case.manual.lesions[0]["side"]
 
-    masks = review.accepted_masks(case, latest)
-    assert set(masks) == {review.AUTOMATIC_ROI, "GTV-1"}
-    assert np.array_equal(masks[review.AUTOMATIC_ROI], result.mask)  # automatic rejected: the added lesion only
+    with StudyStore(db) as store:
+        masks = structures.accepted_structures(store, case)
+    # the clicked lesion is its own structure (C1, SEMIAUTOMATIC), never merged into the rejected GTV-auto
+    assert list(masks) == ["GTV-1", "C1"]
+    assert np.array_equal(masks["C1"].mask, result.mask) and masks["C1"].provenance == "SEMIAUTOMATIC"
     out = tmp_path / "auto.nii.gz"
-    (path,) = review.export_accepted(case, latest, "nifti", out, contour="automatic")
+    (path,) = structures.export_structures(case, masks, "nifti", out, names=["C1"])
     exported = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
     assert np.array_equal(exported, sitk.GetArrayFromImage(case.ct.mask_to_source(result.mask)) > 0)
 
     with StudyStore(db) as store:
         kept = review.record(store, case, "dr second", {"automatic"}, [1])  # a later decision keeps it
         assert [a.label for a in kept.added] == ["C1"]
-        both = review.accepted_masks(case, kept)[review.AUTOMATIC_ROI]
-        assert np.array_equal(both, case.automatic.lesion_mask([1]) | result.mask)
+        accepted = structures.accepted_structures(store, case)
+        assert np.array_equal(accepted["GTV-auto"].mask, case.automatic.lesion_mask([1]))
+        assert np.array_equal(accepted["C1"].mask, result.mask) and "GTV-1" not in accepted
         with pytest.raises(InputError, match="no added lesion C2"):
             review.remove_added_lesion(store, case, "dr second", 2)
         removed = review.remove_added_lesion(store, case, "dr second", 1)
         assert removed.added == () and removed.decision("automatic").lesions == (1,)
-        assert np.array_equal(review.accepted_masks(case, removed)[review.AUTOMATIC_ROI], case.automatic.lesion_mask([1]))
+        assert list(structures.accepted_structures(store, case)) == ["GTV-auto"]
+
+
+def test_removing_the_only_added_lesion_records_no_rejection(lung1_001_case, gtv_click, tmp_path):
+    """Issue 22: removing an added lesion used to record "automatic: rejected; manual: rejected"."""
+    case, result = lung1_001_case, gtv_click
+    with StudyStore(tmp_path / "r.db") as store:
+        review.add_lesion(store, case, "dr click", result.mask, result.point_mm)
+        removed = review.remove_added_lesion(store, case, "dr click", 1)
+        assert removed.decisions == () and removed.added == ()
+        assert store.structure_decisions(case.key) == []
+        assert {s.name: s.decision for s in structures.case_structures(store, case)}["GTV-auto"] is None
+        assert structures.accepted_structures(store, case) == {}
 
 
 def test_added_lesion_goes_into_seg_with_the_manual_contour(lung1_001_case, gtv_click, tmp_path):
@@ -146,7 +161,54 @@ def test_added_lesion_goes_into_seg_with_the_manual_contour(lung1_001_case, gtv_
     case, result = lung1_001_case, gtv_click
     with StudyStore(tmp_path / "r.db") as store:
         latest = review.add_lesion(store, case, "dr click", result.mask, result.point_mm)
-    assert latest.decisions == ()
-    (path,) = review.export_accepted(case, latest, "seg", tmp_path / "added-seg.dcm")
-    back = load_seg(path, with_dicom_headers(case.ct), review.AUTOMATIC_ROI)
+        assert latest.decisions == ()
+        (path,) = structures.export_structures(case, structures.accepted_structures(store, case), "seg",
+                                               tmp_path / "added-seg.dcm")
+    back = load_seg(path, with_dicom_headers(case.ct), "C1")
     assert np.array_equal(back, sitk.GetArrayFromImage(case.ct.mask_to_source(result.mask)) > 0)
+
+
+@pytest.fixture(scope="module")
+def lung1_003_volume(load_case):
+    ct, _ = load_case("LUNG1-003")
+    return ct.volume
+
+
+def test_click_in_the_neck_is_flagged_with_its_extent(lung1_003_volume):
+    """Issue 22: LUNG1-003, viewer slice 84 (1-based, z index 83), voxel x 322, y 202 (supraclavicular):
+    a 1,425 ml "lesion" 209 mm across used to be added with only "may be cut"."""
+    from lungseg.lesion import plausibility, segment_at
+
+    volume = lung1_003_volume
+    click = (83, 202, 322)
+    result = segment_at(volume, volume.index_to_physical([click])[0])
+    assert result.found and result.volume_ml > 300
+    warnings = plausibility(result, click)
+    assert any("more than 300 ml" in w for w in warnings)
+    assert any("more than 12 cm" in w for w in warnings)
+    ex, ey, ez = result.extent_mm
+    assert max(ex, ey, ez) > 120 and f"{ez:.0f} mm" in result.summary()  # the 3-D extent is stated
+    assert "more than 300 ml" in result.summary()
+
+
+def test_click_in_normal_lung_says_no_lesion_here(lung1_003_volume):
+    """Issue 22: slice 51 (z index 50), x 150, y 250, -762 HU: a 0.6 ml lesion on slices 53-58 that does not
+    contain the clicked slice used to be returned; now the click says there is no lesion there."""
+    from lungseg.lesion import segment_at
+
+    volume = lung1_003_volume
+    click = (50, 250, 150)
+    assert volume.array[click] < -700  # aerated lung under the click
+    result = segment_at(volume, volume.index_to_physical([click])[0])
+    assert not result.found and not result.mask.any()
+    assert "no lesion at the click" in result.summary() and "does not contain the clicked point" in result.summary()
+
+
+def test_plausibility_accepts_a_real_tumour_clicked_inside(lung1_001_case, gtv_click):
+    from lungseg.lesion import plausibility
+
+    volume = lung1_001_case.volume
+    click = tuple(int(round(v)) for v in volume.physical_to_index(np.asarray(gtv_click.point_mm))[0])
+    assert gtv_click.found and plausibility(gtv_click, click) == []
+    outside = (click[0], 0, 0)
+    assert plausibility(gtv_click, outside) == ["it does not contain the clicked point"]

@@ -102,7 +102,7 @@ def test_series_opened_over_dicomweb_equals_the_zip_voxel_for_voxel(ct_url, lung
 
 
 def test_seg_and_rtstruct_sent_back_are_found_and_reread_equal(pacs, ct_url, lung1, data_dir, tmp_path, capsys):
-    from lungseg import review
+    from lungseg import structures
     from lungseg.case import AutomaticSource, CaseSource, open_case
     from lungseg.dicomweb import Pacs, SearchQuery, store_accepted
     from lungseg.imaging.io import load_contour
@@ -118,10 +118,9 @@ def test_seg_and_rtstruct_sent_back_are_found_and_reread_equal(pacs, ct_url, lun
 
     case = open_case(CaseSource(ct_url, AutomaticSource("file", path=gtv), None))
     with StudyStore(db) as store:
-        latest = review.latest(store, case)
-    accepted = review.accepted_masks(case, latest)["GTV-auto"]
-    assert accepted.sum() > 1000
-    stored = store_accepted(case, latest, "rtstruct", pacs.dicomweb_url)
+        accepted = structures.accepted_structures(store, case)
+    assert accepted["GTV-auto"].mask.sum() > 1000
+    stored = store_accepted(case, accepted, "rtstruct", pacs.dicomweb_url)
     assert [s.modality for s in stored] == ["RTSTRUCT"]
 
     client = Pacs.from_env(pacs.dicomweb_url)
@@ -144,7 +143,7 @@ def test_seg_and_rtstruct_sent_back_are_found_and_reread_equal(pacs, ct_url, lun
             ref_series = rfor.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID
         assert ref_series == lung1.dicom.series_uid and frame == lung1.dicom.frame_of_reference_uid
         back = np.asarray(load_contour(path, loaded, "GTV-auto"), bool)
-        assert np.array_equal(back, accepted), (modality, int((back ^ accepted).sum()))
+        assert np.array_equal(back, accepted["GTV-auto"].mask), modality
 
 
 def _ref(url):

@@ -23,7 +23,7 @@ from lungseg.study import (
     set_admin_password,
     study_report,
 )
-from lungseg.study.store import migrate, schema_version
+from lungseg.study.store import MIGRATIONS, migrate, schema_version
 
 KEY = "0123456789abcdef0123456789abcdef"
 GTV1 = CaseSource("/data/LUNG1-001.zip", AutomaticSource("model"), ManualSource("rtstruct", None, "GTV-1"))
@@ -237,7 +237,7 @@ def test_migration_from_v3_keeps_verdicts_and_adds_case_reviews(tmp_path):
     assert "case_review_id" not in [r[1] for r in conn.execute("PRAGMA table_info(reviews)")]
     conn.close()
     with StudyStore(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
         row = s.latest_review("old", "K1")
         assert (row["accepted_source"], row["rater_name"], row["rater_group"], row["case_review_id"]) == (
             "manual", "alice", "Radiologist", None)

@@ -65,6 +65,8 @@ def _load_source_ct(source: CaseSource, cache: ResultCache, say: Progress):
         label = label or case_label(p)
     identity = digest([ct_identity, source.series_uid, source.label, source.skip_unreadable, CACHE_FORMAT])
     key = cache.hash_for_source(identity)
+    # the CT entry is per source, not per content: the same voxels from a PACS series and from a zip come with
+    # different structure sets and files beside them
     if key is not None:
         loaded = cache.load_ct(key, identity)
         if loaded is not None:

@@ -4,16 +4,19 @@
                              [--name GTV-auto] [--source automatic|manual] [--ct-out DIR] [--series UID]
     python -m lungseg export INPUT --mask M1 --name GTV-1 --mask M2 --name GTV-2 --format rtstruct --out PATH
     python -m lungseg export --db DB --case ID [--study NAME] --format ... --out PATH [--ct-out DIR]
-    python -m lungseg export INPUT --db DB --accepted [--roi NAME] --format ... --out PATH [--contour automatic|manual]
+    python -m lungseg export INPUT --db DB --accepted [--roi NAME] --format ... --out PATH [--structure NAME ...]
                              [--send [URL]]
 
-With ``INPUT --db DB --accepted`` the contour(s) accepted in the latest review of that case (``review``, or
-the viewer) are written: SEG and RTSTRUCT hold every accepted contour, NIfTI/NRRD one.  ``--send [URL]``
-also stores the SEG or RTSTRUCT on a PACS over DICOMweb (STOW-RS; default ``LUNGSEG_PACS_URL``), with the
-series description ``lungseg accepted <names>``.  INPUT may be a DICOMweb series URL.
+With ``INPUT --db DB --accepted`` every structure the newest decisions on that case accept (``review``, or
+the viewer) is written, each under its own name with its provenance (AUTOMATIC, SEMIAUTOMATIC, MANUAL):
+one SEG segment / RTSTRUCT ROI each, NIfTI/NRRD one label value each (``--structure`` picks some).
+``--send [URL]`` also stores the SEG or RTSTRUCT on a PACS over DICOMweb (STOW-RS; default
+``LUNGSEG_PACS_URL``), with the series description ``lungseg accepted <names>``.  INPUT may be a DICOMweb
+series URL.
 
-With ``--db --case`` the mask is the accepted contour of the case (its latest clinical review), recomputed
-from the case's source recorded in the study database; ``--source`` then follows the review.
+With ``--db --case`` the structures are those the latest study verdict on the case accepts, recomputed from
+the case's source recorded in the study database.  Both go through
+:func:`lungseg.structures.export_structures`, as the viewer and the Export page do.
 
 MASK is a label image on the input's grid (any voxel > 0 is inside), read with
 :func:`lungseg.imaging.io.load_label`.  Several ``--mask`` (each with its own ``--name``, in the same
@@ -52,15 +55,15 @@ def _mask_from_args(args: argparse.Namespace, loaded) -> dict[str, np.ndarray]:
 
 
 def _accepted_from_db(args: argparse.Namespace):
-    """``--db DB --case ID [--study NAME]``: (LoadedCT, mask, source) of the case's accepted contour.
+    """``--db DB --case ID [--study NAME]``: (case, accepted structures) of the latest verdict on the case.
 
-    The latest verdict on the case (by a rater or an admin) decides which contour (automatic or
-    manual), and, when it came from a lesion-by-lesion review, which lesions.  The case is opened
-    from its record in the study (:mod:`lungseg.study.cases`), so the CLI needs no app state.
+    The latest verdict (by a rater or an admin) decides which contour, and, when it came from a
+    lesion-by-lesion review, which lesions.  The case is opened from its record in the study
+    (:mod:`lungseg.study.cases`), so the CLI needs no app state.
     """
-    from lungseg.case import with_dicom_headers
+    from lungseg.structures import accepted_from_verdict
     from lungseg.study import StudyStore
-    from lungseg.study.cases import open_study_case, verdict_mask
+    from lungseg.study.cases import open_study_case
 
     store = StudyStore(args.db)
     try:
@@ -78,32 +81,44 @@ def _accepted_from_db(args: argparse.Namespace):
     if rev is None or rev["accepted_source"] not in ("automatic", "manual"):
         raise InputError(f"case {args.case} has no accepted contour (review it first)")
     case = open_study_case(args.case, row["metadata"])
-    loaded = with_dicom_headers(case.ct) if args.format in ("seg", "rtstruct") else case.ct
-    return loaded, verdict_mask(case, rev, review), rev["accepted_source"]
+    return case, accepted_from_verdict(case, rev, review), f"verdict by {rev['rater_name']} at {rev['reviewed_at']}"
 
 
-def _export_accepted(args: argparse.Namespace) -> int:
-    from lungseg import review
+def _accepted_of_input(args: argparse.Namespace):
+    """``INPUT --db DB --accepted``: (case, accepted structures) by the newest decisions on the case."""
     from lungseg.case import open_case
     from lungseg.cli.common import case_source
+    from lungseg.structures import accepted_structures
     from lungseg.study import StudyStore
 
-    t0 = time.perf_counter()
     case = open_case(case_source(args))
     with StudyStore(args.db) as store:
-        latest = review.latest(store, case)
-    if latest is None:
+        accepted = accepted_structures(store, case)
+        decided = bool(store.structure_decisions(case.key)) or store.latest_case_review(
+            case.key, source=case.source.as_dict()) is not None
+    if not decided:
         raise InputError(f"{case.label}: no review of this case in {args.db} (review it first)")
+    return case, accepted, "newest decisions"
+
+
+def _export_accepted(args: argparse.Namespace, case, accepted, said: str) -> int:
+    from lungseg.structures import export_structures
+
+    t0 = time.perf_counter()
+    names = list(args.structure) if args.structure else None
+    if args.contour:
+        names = ["GTV-auto" if args.contour == "automatic" else case.manual.name if case.manual else "manual"]
+    chosen = [n for n in (names or accepted)]
     description = args.description
     if args.send is not None and not description:
         from lungseg.dicomweb import accepted_description
 
-        description = accepted_description(list(review.accepted_masks(case, latest)))
-    paths = review.export_accepted(case, latest, args.format, args.out, contour=args.contour, ct_out=args.ct_out,
-                                   description=description)
-    names = ", ".join(review.accepted_masks(case, latest))
-    print(f"{case.label}: wrote {args.format} {', '.join(map(str, paths))} ({names}; reviewed by {latest.reviewer} "
-          f"at {latest.decided_at}) in {time.perf_counter() - t0:.2f} s")
+        description = accepted_description(chosen)
+    paths = export_structures(case, accepted, args.format, args.out, names=names, ct_out=args.ct_out,
+                              description=description)
+    what = ", ".join(f"{n} {accepted[n].provenance}" for n in chosen if n in accepted)
+    print(f"{case.label}: wrote {args.format} {', '.join(map(str, paths))} ({what}; {said}) "
+          f"in {time.perf_counter() - t0:.2f} s")
     _send(args, paths)
     return 0
 
@@ -144,18 +159,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.accepted:
         if not (args.db and args.input):
             raise InputError("--accepted needs INPUT and --db DB")
-        return _export_accepted(args)
-    t0 = time.perf_counter()
+        return _export_accepted(args, *_accepted_of_input(args))
     if getattr(args, "db", None):
         if not args.case:
             raise InputError("--db needs --case ID")
-        loaded, mask, args.source = _accepted_from_db(args)
-        masks = {(args.name or ["GTV-auto"])[0]: mask}
-    else:
-        if not args.input:
-            raise InputError("give the CT to export onto")
-        loaded = _ct_of(args)
-        masks = _mask_from_args(args, loaded)
+        return _export_accepted(args, *_accepted_from_db(args))
+    t0 = time.perf_counter()
+    if not args.input:
+        raise InputError("give the CT to export onto")
+    loaded = _ct_of(args)
+    masks = _mask_from_args(args, loaded)
     if args.format in ("seg", "rtstruct") and loaded.dicom is None and args.ct_out:
         loaded = with_dicom_series(loaded, args.ct_out)
         print(f"{loaded.label}: wrote the CT as a DICOM series in {args.ct_out}")
@@ -182,7 +195,10 @@ def register(sub) -> None:
     p.add_argument("--automatic", help="with --accepted: the automatic contour file, as given to review")
     p.add_argument("--automatic-roi", help="with --accepted: ROI/segment of --automatic")
     p.add_argument("--model", help="with --accepted: the model weights, as given to review")
-    p.add_argument("--contour", choices=("automatic", "manual"), help="with --accepted: only this accepted contour")
+    p.add_argument("--structure", action="append", help="with --accepted or --case: only this accepted structure "
+                   "(repeat for several)")
+    p.add_argument("--contour", choices=("automatic", "manual"), help="with --accepted: only the accepted automatic "
+                   "contour (GTV-auto) or manual ROI")
     p.add_argument("--case", help="with --db: the case id")
     p.add_argument("--study", help="with --db: the study name when the case is in several")
     p.add_argument("--format", required=True, choices=("nifti", "nrrd", "seg", "rtstruct"))

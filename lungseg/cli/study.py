@@ -79,6 +79,8 @@ def _study_create(args: argparse.Namespace) -> int:
     name = _study_name(args)
     path = Path(args.cases)
     records = read_case_records(path)
+    if args.kind == "contouring":
+        return _contouring_create(args, name, path, records)
     specs: list[CaseSpec] = []
     for n, record in enumerate(records, start=1):
         try:
@@ -101,6 +103,33 @@ def _study_create(args: argparse.Namespace) -> int:
         study = store.create_study(name, specs, params, actor=_actor())
         n_items = len(store.item_specs(study.id))
     print(f"created study {study.name!r} (id {study.id}): {len(specs)} cases, {n_items} items")
+    return 0
+
+
+def _contouring_create(args: argparse.Namespace, name: str, path: Path, records: list) -> int:
+    """A contouring study: each case opened once (its grid, the automatic contour the assisted arm starts
+    from, and the model's own time on it), then the study in one transaction."""
+    from lungseg.study.cases import contouring_case, entry_name, one_line
+    from lungseg.study.contouring import ContouringParams
+
+    if args.turing:
+        raise StudyError("--turing is a preference-study option")
+    params = ContouringParams(repeats=args.repeats, repeat_arm=args.repeat_arm,
+                              min_gap_sessions=args.min_gap_sessions, min_gap_days=args.min_gap_days, seed=args.seed)
+    cases = []
+    for n, record in enumerate(records, start=1):
+        try:
+            case = contouring_case(record.case_id, record.source, metadata=record.metadata)
+        except (LungsegError, OSError, ValueError) as exc:
+            raise StudyError(f"{entry_name(path, n, {'case_id': record.case_id})}: {one_line(exc)}") from None
+        model = f"; model {case.model_seconds:.1f} s" if case.model_seconds is not None else ""
+        print(f"{record.case_id}: grid {'x'.join(map(str, case.grid_shape))}; automatic: "
+              f"{case.metadata['automatic_description']}{model}")
+        cases.append(case)
+    with _open(args) as store:
+        study = store.create_contouring_study(name, cases, params, actor=_actor())
+    print(f"created contouring study {study.name!r} (id {study.id}): {len(cases)} cases; each reader contours each "
+          f"case in both arms" + (f", {params.repeats} case(s) twice" if params.repeats else ""))
     return 0
 
 
@@ -143,6 +172,8 @@ def _study_raters(args: argparse.Namespace) -> int:
 def _study_report(args: argparse.Namespace) -> int:
     with _open(args) as store:
         name = _pick_study(store, args.study)
+        if store.study(name).kind == "contouring":
+            return _contouring_report(args, store, name)
         report = study_report(store, name, pseudonymise=args.pseudonymise)
         if args.csv:
             count = export_votes(store, name, args.csv, pseudonymise=args.pseudonymise, actor=_actor())
@@ -152,6 +183,38 @@ def _study_report(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return 0
+
+
+def _contouring_report(args: argparse.Namespace, store: StudyStore, name: str) -> int:
+    from lungseg.study.contouring_report import (agreement_csv_text, contouring_report, format_contouring_report,
+                                                 times_csv_text)
+
+    report = contouring_report(store, name, pseudonymise=args.pseudonymise)
+    if args.csv:
+        Path(args.csv).write_text(times_csv_text(report), encoding="utf-8")
+        print(f"wrote the times to {args.csv}", file=sys.stderr)
+    if args.agreement_csv:
+        Path(args.agreement_csv).write_text(agreement_csv_text(report), encoding="utf-8")
+        print(f"wrote the agreement pairs to {args.agreement_csv}", file=sys.stderr)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_contouring_report(report))
+    return 0
+
+
+def _import_readings(what: str) -> Handler:
+    """The ``import-times`` (``what="times"``) or ``import-contours`` (``"contours"``) command."""
+
+    def run(args: argparse.Namespace) -> int:
+        from lungseg.study import contouring_import
+
+        load = contouring_import.import_times if what == "times" else contouring_import.import_contours
+        with _open(args) as store:
+            result = load(store, args.source, args.study, actor=_actor())
+        print(f"imported {result.imported} {what} into {args.study!r} ({result.already_present} already present; "
+              f"{result.readers} readers, {result.cases} cases)")
+        return 0
+
+    run.__name__ = f"_import_{what}"
+    return run
 
 
 def _study_import(args: argparse.Namespace) -> int:
@@ -227,8 +290,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cases", required=True,
                    help='JSON list of {"case_id", "ct": PATH|"demo", "manual": {...}, "automatic": {"kind": '
                         '"model"|"file"|"stand-in", ...}} (paths relative to the file; see the README)')
+    p.add_argument("--kind", choices=("preference", "contouring"), default="preference",
+                   help="preference (blinded choice between two contours) or contouring (readers contour each "
+                        "case from scratch and from the automatic draft)")
     p.add_argument("--slices-per-case", type=_positive_int, default=DesignParams.slices_per_case)
-    p.add_argument("--repeats", type=_positive_int, default=0, help="items shown twice (intra-rater consistency)")
+    p.add_argument("--repeats", type=_positive_int, default=0,
+                   help="items shown twice (preference) / cases contoured a second time (contouring)")
+    p.add_argument("--repeat-arm", choices=("scratch", "assisted"), default="scratch",
+                   help="contouring: the arm of the repeated reading")
+    p.add_argument("--min-gap-sessions", type=_positive_int, default=1,
+                   help="contouring: sessions between a reader's readings of one case (0: may share a session)")
+    p.add_argument("--min-gap-days", type=float, default=0.0,
+                   help="contouring: days between a reader's readings of one case")
     p.add_argument("--turing", action="store_true", help="also ask which contour the computer drew")
     p.add_argument("--seed", type=int, default=0, help="randomisation seed")
 
@@ -251,11 +324,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--study", default=None)
     p.add_argument("--json", action="store_true", help="the full report as JSON")
     p.add_argument("--pseudonymise", action="store_true", help="raters as R001, R002, ...")
-    p.add_argument("--csv", default=None, metavar="OUT", help="also export every vote to this CSV file")
+    p.add_argument("--csv", default=None, metavar="OUT",
+                   help="also export every vote (contouring: every time, in the import-times layout) to this CSV file")
+    p.add_argument("--agreement-csv", default=None, metavar="OUT",
+                   help="contouring: also write every agreement pair (Dice, HD95, surface Dice) to this CSV file")
 
     p = _leaf(s, "import", _study_import, "import votes from a CSV file")
     p.add_argument("votes", metavar="VOTES.csv")
     p.add_argument("--study", required=True)
+
+    for what, metavar, help_text in (
+            ("times", "TIMES.csv", "import a contouring study's times from a CSV file (reader,case,seconds,arm[,reading])"),
+            ("contours", "DIR", "import a contouring study's contours from DIR/CASE/{ct.nii.gz,READER[__ARM][__2].nii.gz}")):
+        p = _leaf(s, f"import-{what}", _import_readings(what), help_text)
+        p.add_argument("source", metavar=metavar)
+        p.add_argument("--study", required=True)
 
     admin = subparsers.add_parser("admin", help="admin accounts")
     a = admin.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)

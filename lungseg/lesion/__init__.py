@@ -4,6 +4,6 @@
 imported only when the first predictor is built.
 """
 
-from lungseg.lesion.segment import LesionPredictor, LesionResult, segment_at
+from lungseg.lesion.segment import LesionPredictor, LesionResult, PlausibleLesion, plausibility, segment_at
 
-__all__ = ["LesionPredictor", "LesionResult", "segment_at"]
+__all__ = ["LesionPredictor", "LesionResult", "PlausibleLesion", "plausibility", "segment_at"]

@@ -64,17 +64,67 @@ class LesionResult:
     field_of_view_mm: float  # in-plane width of the last patch
     larger_than_view: bool  # still touching the largest patch: the contour may be cut
     seconds: float
+    extent_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # bounding box, x × y × z
+    slices: tuple[int, int] | None = None  # first and last axial slice (0-based) of the lesion
+    nothing_here: str = ""  # why the click gave no lesion although the model found something nearby
 
     @property
     def found(self) -> bool:
         return bool(self.volume_ml > 0)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Plain warnings when the result is unlikely to be one lesion (see :func:`plausibility`)."""
+        return plausibility(self)
+
     def summary(self) -> str:
         if not self.found:
-            return "no lesion under the click"
+            return self.nothing_here or "no lesion under the click"
         s = (f"{self.volume_ml:.2f} ml, longest axial diameter {self.longest_axial_diameter_mm:.1f} mm, "
              f"equivalent diameter {self.equivalent_diameter_mm:.1f} mm (field of view {self.field_of_view_mm:.0f} mm)")
-        return s + ("; larger than the largest field of view, contour may be cut" if self.larger_than_view else "")
+        s += ", extent {:.0f} × {:.0f} × {:.0f} mm (x × y × z)".format(*self.extent_mm)
+        s += "; larger than the largest field of view, contour may be cut" if self.larger_than_view else ""
+        return s + "".join(f"; {w}" for w in self.warnings)
+
+
+@dataclass(frozen=True)
+class PlausibleLesion:
+    """What one click's lesion is expected to be: at most ``max_volume_ml`` and ``max_extent_mm`` across
+    (a primary lung tumour rarely exceeds either), and it holds the clicked voxel."""
+
+    max_volume_ml: float = 300.0
+    max_extent_mm: float = 120.0
+    click_tolerance_mm: float = 3.0  # a click this close to the lesion's edge still names it
+
+
+def plausibility(result: LesionResult, click_zyx=None, limits: PlausibleLesion = PlausibleLesion()) -> list[str]:
+    """Plain warnings about a clicked lesion that is unlikely to be one: over ``max_volume_ml``, wider than
+    ``max_extent_mm`` in any direction, or not holding the clicked voxel ``click_zyx`` (canonical [z, y, x]
+    indices; default: the voxel of ``result.point_mm`` is not known here, so that test needs it).  Empty
+    for a plausible result and for no result."""
+    if not result.found:
+        return []
+    out = []
+    if result.volume_ml > limits.max_volume_ml:
+        out.append(f"it is {result.volume_ml:.0f} ml, more than {limits.max_volume_ml:.0f} ml")
+    widest = max(result.extent_mm)
+    if widest > limits.max_extent_mm:
+        out.append(f"it spans {widest:.0f} mm, more than {limits.max_extent_mm / 10:.0f} cm "
+                   "({:.0f} × {:.0f} × {:.0f} mm)".format(*result.extent_mm))
+    if click_zyx is not None:
+        z, y, x = (int(round(float(v))) for v in click_zyx)
+        inside = all(0 <= c < n for c, n in zip((z, y, x), result.mask.shape)) and bool(result.mask[z, y, x])
+        if not inside:
+            out.append("it does not contain the clicked point")
+    return out
+
+
+def extent_mm(mask: np.ndarray, volume: Volume) -> tuple[float, float, float]:
+    """The bounding box of ``mask`` in mm, (x, y, z); zeros for an empty mask."""
+    where = [np.flatnonzero(mask.any(axis=a)) for a in ((0, 1), (0, 2), (1, 2))]  # x, y, z
+    if any(len(w) == 0 for w in where):
+        return 0.0, 0.0, 0.0
+    return tuple(float((w[-1] - w[0] + 1) * s) for w, s in zip(where, volume.spacing))
 
 
 def check_point(volume: Volume, point_mm) -> np.ndarray:
@@ -186,9 +236,29 @@ class LesionPredictor:
                 mask[box] = component_at(values > 0.5, local_click, search_voxels=max(3, int(np.ceil(3 * scale))))
                 if not mask[box].any() and (values > 0.5).any():  # a lesion thinner than the scan's voxels
                     mask[box] = values > 0.5
+        nothing_here = ""
+        if mask.any() and not _near_click(mask, idx, volume, PlausibleLesion().click_tolerance_mm):
+            zs = np.flatnonzero(mask.any(axis=(1, 2)))
+            nothing_here = (f"no lesion at the click: what the model found nearby ({mask.sum() * volume.voxel_volume_ml:.2f}"
+                            f" ml, slices {zs[0] + 1}–{zs[-1] + 1}) does not contain the clicked point")
+            mask = np.zeros(volume.shape, dtype=bool)
         ml, longest, equivalent = measure(mask, volume)
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
         return LesionResult(mask, tuple(float(v) for v in point_mm), ml, longest, equivalent, fov,
-                            bool(kept is not None and touching), time.perf_counter() - t0)
+                            bool(kept is not None and touching and mask.any()), time.perf_counter() - t0,
+                            extent_mm(mask, volume), (int(zs[0]), int(zs[-1])) if len(zs) else None, nothing_here)
+
+
+def _near_click(mask: np.ndarray, idx, volume: Volume, tolerance_mm: float) -> bool:
+    """Whether the clicked voxel is in ``mask`` or within ``tolerance_mm`` of one of its voxels."""
+    c = np.clip(np.round(idx).astype(int), 0, np.asarray(mask.shape) - 1)
+    if mask[tuple(c)]:
+        return True
+    spacing = np.asarray(volume.spacing_zyx, float)
+    r = np.ceil(tolerance_mm / spacing).astype(int)
+    lo, hi = np.maximum(c - r, 0), np.minimum(c + r + 1, mask.shape)
+    near = np.argwhere(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]) + lo
+    return bool(len(near)) and bool((((near - c) * spacing) ** 2).sum(axis=1).min() <= tolerance_mm ** 2)
 
 
 _default: dict[str, LesionPredictor] = {}

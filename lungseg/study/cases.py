@@ -183,6 +183,16 @@ def study_case_source(metadata: Mapping[str, Any]) -> CaseSource:
     return CaseSource(str(src), automatic, ManualSource("rtstruct", None, str(roi)))
 
 
+def load_predictor(source: CaseSource):
+    """The (process-wide) predictor of a case whose automatic contour is a model's; one line if it cannot load."""
+    try:
+        return default_predictor(source.automatic.model)
+    except LungsegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
+        raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
+
+
 def check_model_version(source: CaseSource, metadata: Mapping[str, Any], predictor=None):
     """The predictor to open a study case with; refused (one line) when the installed model is not the
     version the study was set up with (the raters would see other contours)."""
@@ -190,12 +200,7 @@ def check_model_version(source: CaseSource, metadata: Mapping[str, Any], predict
     if source.automatic.kind != "model" or not recorded:
         return predictor
     if predictor is None:
-        try:
-            predictor = default_predictor(source.automatic.model)
-        except LungsegError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - missing weights or torch: say so on one line
-            raise StudyError(f"the tumour model cannot be loaded ({one_line(exc)})") from None
+        predictor = load_predictor(source)
     version = model_version(predictor)
     if version != recorded:
         raise StudyError(f"the study was set up with model {recorded}, this install has {version}: "
@@ -219,18 +224,6 @@ def open_study_case(case_id: str, metadata: Mapping[str, Any], predictor=None, *
         raise StudyError(f"case {case_id}: {one_line(exc)}") from None
 
 
-def accepted_mask(case: Case, decisions: Sequence[Any]) -> np.ndarray:
-    """The union of the accepted contours of ``decisions`` (:class:`~lungseg.study.ContourDecision`)
-    on an opened case: whole contours, or the accepted lesions of the automatic one."""
-    out = np.zeros(case.ct.volume.shape, bool)
-    accepted = [d for d in decisions if d.accepted]
-    if not accepted:
-        raise StudyError(f"{case.label}: no contour was accepted")
-    for d in accepted:
-        out |= case.contour(d.contour).lesion_mask(d.lesions)
-    return out
-
-
 def automatic_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the automatic contours of a study's cases are (rows of ``StudyStore.cases``):
     ``{"kinds": {kind: n}, "stand_in": [case ids], "model_versions": [...]}``."""
@@ -250,29 +243,6 @@ def automatic_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"kinds": kinds, "stand_in": stand_in, "model_versions": versions}
 
 
-def verdict_mask(case: Case, verdict: Mapping[str, Any], review: Any = None) -> np.ndarray:
-    """The mask a study verdict (a ``StudyStore.reviews_table`` row) accepts on the opened case.
-
-    ``review`` is the :class:`~lungseg.study.CaseReview` the verdict came from
-    (``verdict["case_review_id"]``), if any: then only its accepted lesions count, and the lesions it
-    added to the automatic contour by click.
-    """
-    source = verdict["accepted_source"]
-    if source not in ("automatic", "manual"):
-        raise StudyError(f"case {verdict['case_id']}: no contour was accepted")
-    if review is not None:
-        decided = [d for d in review.decisions if d.contour == source and d.accepted]
-        added = None
-        if source == "automatic":
-            from lungseg.review import added_mask
-
-            added = added_mask(case, review)
-        if added is None:
-            return accepted_mask(case, decided)
-        return accepted_mask(case, decided) | added if decided else added
-    return case.contour(source).mask
-
-
 def automatic_label(metadata: Mapping[str, Any]) -> str:
     """What a study case's automatic contour is, in words (the stand-in always says so)."""
     try:
@@ -284,3 +254,44 @@ def automatic_label(metadata: Mapping[str, Any]) -> str:
         text = f"stand-in: {text}"
     version = metadata.get("model_version")
     return f"{text} ({version})" if version and version not in text else text
+
+
+def model_seconds(case: Case, predictor) -> float:
+    """The automatic model's own time on an opened case, measured afresh (no cache): the lung region and the
+    tumour model from the loaded CT, as a user waits for them when a case is first segmented."""
+    import time
+
+    from lungseg.lungs import LungParams, isolate
+    from lungseg.tumour.segment import PostProcess
+
+    t0 = time.perf_counter()
+    lungs = isolate(case.volume, LungParams())
+    predictor.predict(case.volume, lungs, PostProcess())
+    return time.perf_counter() - t0
+
+
+def contouring_case(case_id: str, source: CaseSource, predictor=None, *, metadata: Mapping[str, Any] | None = None,
+                    **open_kwargs):
+    """Open a case for a contouring study: its grid, the automatic contour the assisted arm starts from
+    (packed), and, when that contour is the model's, the model's own time on it (:func:`model_seconds`;
+    the ``model`` arm of the report).  Returns a :class:`~lungseg.study.readings.ContouringCase`."""
+    from lungseg.maskcodec import pack
+    from lungseg.study.readings import ContouringCase
+
+    if source.automatic.kind == "model" and predictor is None:
+        predictor = load_predictor(source)
+    spec, case = study_case(case_id, source, predictor, metadata=metadata, **open_kwargs)
+    automatic = case.automatic
+    seconds = version = None
+    if source.automatic.kind == "model":
+        seconds, version = model_seconds(case, predictor), automatic.version
+    v = case.volume
+    return ContouringCase(
+        case_id=spec.case_id, grid_shape=tuple(v.shape), spacing_zyx=tuple(v.spacing_zyx),
+        automatic=pack(automatic.mask) if automatic is not None and automatic.mask.any() else None,
+        model_seconds=seconds, model_version=version,
+        metadata={**dict(spec.metadata.extra), "slices": list(spec.slices),
+                  "automatic_empty": automatic is not None and not automatic.mask.any(),
+                  "slice_thickness_mm": spec.metadata.slice_thickness_mm,
+                  "tumour_volume_ml": spec.metadata.tumour_volume_ml, "location": spec.metadata.location},
+    )

@@ -54,30 +54,34 @@ class RaterAccess(StudyTables):
         display_name = clean_name(display_name, "rater name")
         specialty = canonical_specialty(specialty)
         expires = self._expiry(expires_at, expires_in_days)
-        params = st.params or DesignParams()
         token, token_id = new_token(), secrets.token_hex(6)
         with self.transaction() as conn:
-            items = self.item_specs(st.id)
-            if not items:
-                raise StudyError(f"study {st.name!r} has no items to rate")
             cur = conn.execute(
                 "INSERT INTO raters (study_id, display_name, specialty, token_id, token_hash, expires_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (st.id, display_name, specialty, token_id, hash_token(token), expires and iso(expires), self.now_iso()),
             )
             rater_id = int(cur.lastrowid)
-            ids = dict(conn.execute("SELECT item_key, id FROM items WHERE study_id = ?", (st.id,)).fetchall())
-            self.db.table("assignments").insert_all(
-                (
-                    {"rater_id": rater_id, "study_id": st.id, "item_id": ids[p.item_key], "position": p.position,
-                     "auto_side": p.auto_side}
-                    for p in assign(items, params, rater_id)
-                ),
-                batch_size=500,
-            )
+            self._assign_rater(conn, st, rater_id)
             self.audit(actor, "rater.invite", study=st.name, rater_id=rater_id, name=display_name,
                        specialty=specialty, token_id=token_id, expires_at=expires and iso(expires))
         return Invitation(rater_id, st.id, display_name, specialty, token_id, expires, token)
+
+    def _assign_rater(self, conn: sqlite3.Connection, st: Study, rater_id: int) -> None:
+        """Give a new rater of a preference study their randomised, balanced item sequence."""
+        items = self.item_specs(st.id)
+        if not items:
+            raise StudyError(f"study {st.name!r} has no items to rate")
+        params = st.params if isinstance(st.params, DesignParams) else DesignParams()
+        ids = dict(conn.execute("SELECT item_key, id FROM items WHERE study_id = ?", (st.id,)).fetchall())
+        self.db.table("assignments").insert_all(
+            (
+                {"rater_id": rater_id, "study_id": st.id, "item_id": ids[p.item_key], "position": p.position,
+                 "auto_side": p.auto_side}
+                for p in assign(items, params, rater_id)
+            ),
+            batch_size=500,
+        )
 
     def _expiry(self, expires_at: datetime | None, expires_in_days: float | None) -> datetime | None:
         if expires_at is not None and expires_in_days is not None:
@@ -148,8 +152,10 @@ class RaterAccess(StudyTables):
     def raters(self, study: "str | int | Study") -> list[RaterInfo]:
         """Every rater of a study with progress, for the admin page."""
         rows = self._rows(
-            "SELECT r.*, (SELECT COUNT(*) FROM votes v WHERE v.rater_id = r.id) AS done, "
-            "(SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS total "
+            "SELECT r.*, (SELECT COUNT(*) FROM votes v WHERE v.rater_id = r.id) "
+            "+ (SELECT COUNT(*) FROM contouring_readings c WHERE c.rater_id = r.id AND c.submitted_at IS NOT NULL) "
+            "AS done, (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) "
+            "+ (SELECT COUNT(*) FROM contouring_readings c WHERE c.rater_id = r.id) AS total "
             "FROM raters r WHERE r.study_id = ? ORDER BY r.id",
             (self.study(study).id,),
         )

@@ -207,12 +207,12 @@ def source_record(source: Any) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _decisions(decisions: Any, added: tuple[AddedLesion, ...] = ()) -> tuple[ContourDecision, ...]:
+def _decisions(decisions: Any, added: tuple[AddedLesion, ...] = (), allow_empty: bool = False) -> tuple[ContourDecision, ...]:
     if isinstance(decisions, (ContourDecision, Mapping, str)) or not isinstance(decisions, Iterable):
         raise StudyError("decisions must be a list of ContourDecision")
     out = tuple(d if isinstance(d, ContourDecision) else ContourDecision.from_dict(d) if isinstance(d, Mapping)
                 else _not_a_decision(d) for d in decisions)
-    if not out and not added:
+    if not out and not added and not allow_empty:
         raise StudyError("a review needs a decision on at least one contour")
     seen = [d.contour for d in out]
     if len(set(seen)) != len(seen):
@@ -381,6 +381,7 @@ class Reviewing(Voting):
         study: "str | int | Study | None" = None,
         case_id: str | None = None,
         added: Iterable[AddedLesion] = (),
+        allow_empty: bool = False,
     ) -> CaseReview:
         """Record the accept/reject decisions of ``reviewer`` on an opened case (one transaction).
 
@@ -402,12 +403,13 @@ class Reviewing(Voting):
 
         ``added``: the lesions added to the automatic contour by click that stand with this review
         (:class:`AddedLesion`); one without ``added_by`` is new and gets this reviewer and time.  A
-        review may hold added lesions and no decision.
+        review may hold added lesions and no decision; with ``allow_empty`` it may hold neither (the
+        removal of the last added lesion records no decision the reviewer did not make).
         """
         key = clean_name(case_key, "case key")
         label = " ".join(str(case_label or "").split())[:200]
         added = _added(added)
-        chosen = _decisions(decisions, added)
+        chosen = _decisions(decisions, added, allow_empty)
         comment = str(comment or "").strip()
         if len(comment) > MAX_COMMENT:
             raise StudyError(f"comment must be at most {MAX_COMMENT} characters")
@@ -500,12 +502,17 @@ class Reviewing(Voting):
 
     def _with_masks(self, rows: list[Mapping[str, Any]]) -> list[CaseReview]:
         """Case reviews from their rows, with the masks of their added lesions."""
-        digests = sorted({a["mask"] for r in rows for a in json.loads(r["added_json"] or "[]")})
-        masks: dict[str, PackedMask] = {}
+        masks = self._masks_by_digest(a["mask"] for r in rows for a in json.loads(r["added_json"] or "[]"))
+        return [_case_review(r, masks) for r in rows]
+
+    def _masks_by_digest(self, digests: Iterable[str]) -> dict[str, PackedMask]:
+        """The stored masks (``lesion_masks``) of these digests."""
+        digests = sorted({d for d in digests if d})
+        out: dict[str, PackedMask] = {}
         for i in range(0, len(digests), 500):
             chunk = digests[i:i + 500]
             for m in self._rows(f"SELECT digest, shape_json, box_json, voxels, data FROM lesion_masks WHERE digest IN "
                                 f"({', '.join('?' * len(chunk))})", chunk):
-                masks[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
-                                                int(m["voxels"]), bytes(m["data"]))
-        return [_case_review(r, masks) for r in rows]
+                out[m["digest"]] = PackedMask(tuple(json.loads(m["shape_json"])), tuple(json.loads(m["box_json"])),
+                                              int(m["voxels"]), bytes(m["data"]))
+        return out

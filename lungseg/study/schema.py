@@ -244,8 +244,108 @@ _V5 = [
         data BLOB NOT NULL)""",
 ]
 
-#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# v6: structures, their versions, per-structure decisions and editing activity (issue 22).
+# ``structure_versions``: every version of a structure of a case (a structure created in the viewer, or
+# an edit of a manual ROI / the automatic contour: the original itself is never stored or overwritten,
+# it is "version 0"); who made it, when, from which version (``parent``), how (``provenance``: the DICOM
+# ROIGenerationAlgorithm / SegmentAlgorithmType, ``origin`` in words, the algorithm's name and version) and
+# its mask (a ``lesion_masks`` digest; NULL for an empty structure).  ``structure_decisions``: accept /
+# reject per structure, or per lesion of the automatic contour (``lesion``), of one version; every decision
+# is kept, the newest counts.  ``activity``: the viewer's interaction events, for the editing effort.
+_V6 = [
+    """CREATE TABLE structure_versions (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        case_label TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        parent INTEGER CHECK (parent IS NULL OR (parent >= 0 AND parent < version)),
+        provenance TEXT NOT NULL CHECK (provenance IN ('AUTOMATIC', 'SEMIAUTOMATIC', 'MANUAL')),
+        origin TEXT NOT NULL,
+        algorithm TEXT NOT NULL DEFAULT '',
+        algorithm_version TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        shape_json TEXT NOT NULL,
+        mask_digest TEXT REFERENCES lesion_masks(digest),
+        operations INTEGER NOT NULL DEFAULT 0 CHECK (operations >= 0),
+        UNIQUE (case_key, name, version))""",
+    """CREATE TABLE structure_decisions (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        case_label TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        lesion INTEGER CHECK (lesion IS NULL OR lesion >= 1),
+        version INTEGER NOT NULL CHECK (version >= 0),
+        basis TEXT NOT NULL DEFAULT '',
+        accepted INTEGER NOT NULL CHECK (accepted IN (0, 1)),
+        reviewer TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX structure_decisions_by_case ON structure_decisions (case_key, name, id)",
+    """CREATE TABLE activity (
+        id INTEGER PRIMARY KEY,
+        case_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL)""",
+    "CREATE INDEX activity_by_case_user ON activity (case_key, user, at)",
+]
+
+# v8: contouring studies (readers contour cases in arms ``scratch`` and ``assisted``; see
+# :mod:`lungseg.study.readings`).  ``studies.kind`` tells a contouring study from a preference study.  Each
+# reader's planned readings are rows of ``contouring_readings`` (case, arm, first reading or repeat, session and
+# position in the reader's sequence), with the draft while it is being contoured (resumable) and, once submitted,
+# its active time and mask (in ``lesion_masks`` by digest; an empty mask has no digest and ``mask_voxels`` 0).
+# ``contouring_sessions`` records when a reader opened each session (two readings of a case are kept sessions
+# and days apart); ``contouring_model_times`` the automatic model's own time per case (the ``model`` arm).
+_V8 = [
+    "ALTER TABLE studies ADD COLUMN kind TEXT NOT NULL DEFAULT 'preference' "
+    "CHECK (kind IN ('preference', 'contouring'))",
+    """CREATE TABLE contouring_readings (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL,
+        rater_id INTEGER NOT NULL,
+        case_id INTEGER NOT NULL,
+        arm TEXT NOT NULL CHECK (arm IN ('scratch', 'assisted')),
+        reading INTEGER NOT NULL DEFAULT 1 CHECK (reading IN (1, 2)),
+        session INTEGER NOT NULL CHECK (session >= 1),
+        position INTEGER NOT NULL CHECK (position >= 1),
+        started_at TEXT,
+        draft_digest TEXT REFERENCES lesion_masks(digest),
+        draft_active_s REAL CHECK (draft_active_s IS NULL OR draft_active_s >= 0),
+        submitted_at TEXT,
+        active_s REAL CHECK (active_s IS NULL OR active_s >= 0),
+        mask_digest TEXT REFERENCES lesion_masks(digest),
+        mask_voxels INTEGER CHECK (mask_voxels IS NULL OR mask_voxels >= 0),
+        origin TEXT NOT NULL DEFAULT 'app' CHECK (origin IN ('app', 'import')),
+        UNIQUE (rater_id, case_id, arm, reading),
+        UNIQUE (rater_id, position),
+        CHECK ((mask_digest IS NULL) OR (mask_voxels > 0)),
+        FOREIGN KEY (rater_id, study_id) REFERENCES raters(id, study_id),
+        FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id))""",
+    "CREATE INDEX contouring_readings_by_study ON contouring_readings (study_id, rater_id, position)",
+    """CREATE TABLE contouring_sessions (
+        rater_id INTEGER NOT NULL REFERENCES raters(id),
+        session INTEGER NOT NULL CHECK (session >= 1),
+        opened_at TEXT NOT NULL,
+        PRIMARY KEY (rater_id, session))""",
+    """CREATE TABLE contouring_model_times (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL,
+        case_id INTEGER NOT NULL,
+        seconds REAL NOT NULL CHECK (seconds >= 0),
+        model_version TEXT,
+        origin TEXT NOT NULL DEFAULT 'app' CHECK (origin IN ('app', 'import')),
+        recorded_at TEXT NOT NULL,
+        UNIQUE (case_id, origin),
+        FOREIGN KEY (case_id, study_id) REFERENCES cases(id, study_id))""",
+]
+
+#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.  (``_V7`` comes from another
+#: branch; the steps are ordered when the branches are merged.)
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -15,14 +15,17 @@ makes a second vote on an item impossible (:meth:`StudyStore.cast_vote` returns 
 - :mod:`.studies`: studies, cases, items;
 - :mod:`.raters`: raters, invitations and links, rater and admin session checks;
 - :mod:`.votes`: the rating task and the votes table;
-- :mod:`.reviews`: clinical verdicts on study cases and accept/reject reviews of any case.
+- :mod:`.reviews`: clinical verdicts on study cases and accept/reject reviews of any case;
+- :mod:`.structures`: versions of a case's structures, decisions on them, editing activity;
+- :mod:`.readings`: contouring studies (readers' readings in the scratch and assisted arms).
 """
 
 from __future__ import annotations
 
 from lungseg.study.core import MAX_COMMENT, Clock, StoreCore
 from lungseg.study.raters import RaterInfo
-from lungseg.study.reviews import CaseReview, ContourDecision, Review, Reviewing
+from lungseg.study.readings import Contouring
+from lungseg.study.reviews import CaseReview, ContourDecision, Review
 from lungseg.study.schema import (
     DEFAULT_DB,
     MIGRATIONS,
@@ -33,6 +36,7 @@ from lungseg.study.schema import (
     schema_version,
     utc_now,
 )
+from lungseg.study.structures import Structuring
 from lungseg.study.studies import Study
 from lungseg.study.votes import ItemView, Progress, Vote
 
@@ -43,7 +47,7 @@ __all__ = [
 ]
 
 
-class StudyStore(Reviewing):
+class StudyStore(Contouring, Structuring):
     """The preference-study database (and the clinical reviews of any case).
 
     ``path`` defaults to :func:`default_db_path`; ``":memory:"`` gives a throw-away database.

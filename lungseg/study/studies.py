@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lungseg.study.access import AdminSession
+from lungseg.study.contouring import ContouringParams
 from lungseg.study.core import StoreCore, clean_name
 from lungseg.study.design import CaseSpec, DesignParams, ItemSpec, StudyError, plan_items
+
+STUDY_KINDS = ("preference", "contouring")
 
 
 @dataclass(frozen=True)
@@ -17,20 +20,25 @@ class Study:
     id: int
     name: str
     instructions: str
-    params: DesignParams | None  # None for a study made by importing votes
+    params: DesignParams | ContouringParams | None  # None for a study made by importing votes or readings
     turing: bool
     created_at: str
+    kind: str = "preference"  # or "contouring" (see lungseg.study.readings)
 
 
 class StudyTables(StoreCore):
     """Studies, cases and items (the part of the store every other part looks studies up in)."""
 
     def _study_from_row(self, row: dict[str, Any]) -> Study:
-        params = None
+        params: DesignParams | ContouringParams | None = None
+        kind = row.get("kind") or "preference"
         if row["design_json"]:
             data = json.loads(row["design_json"])
-            params = DesignParams(**data, instructions=row["instructions"])
-        return Study(row["id"], row["name"], row["instructions"], params, bool(row["turing"]), row["created_at"])
+            if kind == "contouring":
+                params = ContouringParams.from_dict(data, row["instructions"])
+            else:
+                params = DesignParams(**data, instructions=row["instructions"])
+        return Study(row["id"], row["name"], row["instructions"], params, bool(row["turing"]), row["created_at"], kind)
 
     def studies(self) -> list[Study]:
         return [self._study_from_row(r) for r in self._rows("SELECT * FROM studies ORDER BY id")]
@@ -82,14 +90,17 @@ class StudyTables(StoreCore):
         return self.study(study_id)
 
     def _insert_study(
-        self, conn: sqlite3.Connection, name: str, instructions: str, params: DesignParams | None, turing: bool
+        self, conn: sqlite3.Connection, name: str, instructions: str,
+        params: DesignParams | ContouringParams | None, turing: bool, kind: str = "preference",
     ) -> int:
+        if kind not in STUDY_KINDS:
+            raise StudyError(f"study kind must be preference or contouring, got {kind!r}")
         design = None
         if params is not None:
             design = json.dumps(params.as_dict(), sort_keys=True)
         cur = conn.execute(
-            "INSERT INTO studies (name, instructions, design_json, turing, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, instructions, design, int(turing), self.now_iso()),
+            "INSERT INTO studies (name, instructions, design_json, turing, created_at, kind) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, instructions, design, int(turing), self.now_iso(), kind),
         )
         return int(cur.lastrowid)
 
