@@ -717,12 +717,21 @@ def test_batch_exits_non_zero_when_cases_failed(env, capsys, monkeypatch):
     assert rc == 0 and "1 failed" in out and not err
 
 
-def test_tests_do_not_rewrite_the_docs_screenshots(monkeypatch):
+def test_tests_do_not_rewrite_the_docs_screenshots(monkeypatch, tmp_path):
+    import browser_harness
+
+    class Page:
+        def __init__(self):
+            self.paths = []
+
+        def screenshot(self, path):
+            self.paths.append(path)
+            Path(path).write_bytes(b"png")
+
     monkeypatch.delenv("LUNGSEG_SCREENSHOTS", raising=False)
-    pytest.importorskip("playwright.sync_api")
-    import importlib
-
-    import test_browser_viewer
-
-    module = importlib.reload(test_browser_viewer)
-    assert Path(module.DOCS).resolve() != (REPO / "docs").resolve()
+    page = Page()
+    browser_harness.screenshot(page, "viewer-demo.png")
+    assert page.paths == []  # a plain test run writes no screenshot, so docs/ stays as committed
+    monkeypatch.setenv("LUNGSEG_SCREENSHOTS", str(tmp_path / "shots"))
+    browser_harness.screenshot(page, "viewer-demo.png")
+    assert page.paths == [str(tmp_path / "shots" / "viewer-demo.png")]
