@@ -144,13 +144,7 @@ def _apply(store, case, user, m: dict, ack: dict) -> bool:
         return False
     if kind == "interpolate":
         view = structures.structure(store, case, name)
-        before = mask_of(case, view)
-        sx, sy, _ = case.volume.spacing
-        after = structures.interpolate_slices(before, [int(k) for k in m.get("slices") or []], spacing_yx=(sy, sx))
-        if np.array_equal(before, after):
-            ack["error"] = f"interpolation of {name}: nothing to add between the edited slices"
-            return False
-        structures.store_edit(store, case, user, name, view.version, after, operations=1, origin="interpolated")
+        structures.interpolate_structure(store, case, user, name, view.version, [int(k) for k in m.get("slices") or []])
         return False
     if kind == "decide":
         lesions = [int(n) for n in m["lesions"]] if m.get("lesions") else None
