@@ -348,6 +348,11 @@ def case_structures(store, case) -> list[StructureView]:
     return views
 
 
+def versions(store, case, name: str) -> list[StructureVersion]:
+    """Every stored version of structure ``name``, oldest first (an original itself is version 0, not stored)."""
+    return _stored(store, case, _check_name(name))
+
+
 def structure(store, case, name: str) -> StructureView:
     """One structure of :func:`case_structures` by name (InputError naming the known ones otherwise)."""
     views = case_structures(store, case)

@@ -77,9 +77,9 @@ def test_edits_are_new_versions_and_never_overwrite_the_original(case3, store):
                                                                             np.zeros((1, 1), bool))], assisted=False)
     assert by_hand.provenance == "MANUAL"  # a manual ROI edited only by hand stays MANUAL
     assert np.array_equal(v2.array(), original)
-    rows = store.structure_versions(case3.key, "GTV-2")
-    assert [r["version"] for r in rows] == [1, 2] and np.array_equal(S.StructureVersion.from_row(rows[0]).array(),
-                                                                     expected)
+    history = S.versions(store, case3, "GTV-2")
+    assert [(v.version, v.parent) for v in history] == [(1, 0), (2, 1)]
+    assert np.array_equal(history[0].array(), expected)  # an earlier version stays as it was
     view = S.structure(store, case3, "GTV-2")
     assert view.latest.version == 2 and np.array_equal(view.mask(), original)
 
