@@ -272,3 +272,19 @@ def test_a_study_verdict_exports_the_manual_contour_under_its_own_name(case3, st
     assert np.array_equal(auto["GTV-auto"].mask, case3.automatic.lesion_mask([1]))
     with pytest.raises(InputError, match="no contour was accepted"):
         S.accepted_from_verdict(case3, {"accepted_source": "none", "case_id": "c"})
+
+
+def test_a_review_records_only_the_contours_the_user_decided(case3, store):
+    """Issue 22: "a review form saved untouched rejects everything"; touching only the manual contour must not
+    reject the automatic one."""
+    from lungseg import review
+
+    with pytest.raises(InputError, match="nothing was chosen"):
+        review.record(store, case3, "dr a", set(), decided=set())
+    assert store.structure_decisions(case3.key) == [] and review.latest(store, case3) is None
+    saved = review.record(store, case3, "dr a", {"manual"}, decided={"manual"})
+    assert [(d.contour, d.accepted) for d in saved.decisions] == [("manual", True)]
+    views = {v.name: v for v in S.case_structures(store, case3)}
+    assert views["GTV-1"].decision == "accepted" and views["GTV-auto"].decision is None
+    with pytest.raises(InputError, match="not among the decided"):
+        review.record(store, case3, "dr a", {"automatic"}, decided={"manual"})
