@@ -141,6 +141,12 @@ def test_edit_accept_export_reload(server, data_dir, tmp_path):
         page.keyboard.press("Control+z")
         expect(f.locator("body[data-outbox='0']")).to_have_count(1, timeout=30_000)
         assert np.array_equal(viewer_mask(f, "GTVp", shape), painted)
+        drawn = f.locator("#axialimg").evaluate(pixels)  # the undo redrew only its box: the same as a full redraw
+        f.locator("#fill").check()
+        f.locator("#fill").uncheck()
+        page.wait_for_timeout(300)
+        assert f.locator("#axialimg").evaluate(pixels) == drawn
+        f.locator("#axial").focus()
         # interpolate (key I): the server fills k-1 and k+1, the page fetches the new version
         page.keyboard.press("i")
         expect(f.locator("body[data-versions*='GTVp:7']")).to_have_count(1, timeout=60_000)

@@ -234,7 +234,7 @@ function renderAxial(V, layers, side) {
   // during a brush stroke only the voxels around the stamps changed: redraw that box alone
   const dirty = E.dirty;
   E.dirty = null;
-  if (dirty && E.stroke && ready && V.prefix === prefix) { V.key = key; renderBox(V, side, dirty); return; }
+  if (dirty && (E.stroke || E.quick) && ready && V.prefix === prefix) { V.key = key; renderBox(V, side, dirty); return; }
   V.key = key; V.prefix = prefix;
   const px = V.px;
   if (ready) {
@@ -870,6 +870,16 @@ function applyStep(step, reverse) {
     for (const p of sl.added) setVoxel(l.bits, sl.z * n + p, !reverse);
     for (const p of sl.removed) setVoxel(l.bits, sl.z * n + p, reverse);
     if (l.axialRuns) l.axialRuns[sl.z] = null;
+  }
+  if (step.slices.length === 1 && step.slices[0].z === S.z) {  // only the box of the step is redrawn
+    const sl = step.slices[0];
+    let y0 = ny, x0 = nx, y1 = 0, x1 = 0;
+    for (const list of [sl.added, sl.removed]) for (const p of list) {
+      const y = (p / nx) | 0, x = p - y * nx;
+      if (y < y0) y0 = y; if (y >= y1) y1 = y + 1; if (x < x0) x0 = x; if (x >= x1) x1 = x + 1;
+    }
+    const d = E.dirty;
+    E.dirty = d ? [Math.min(d[0], y0), Math.min(d[1], x0), Math.max(d[2], y1), Math.max(d[3], x1)] : [y0, x0, y1, x1];
   }
   l.rev = (l.rev || 0) + 1;
   if (step.slices.length === 1 && S.z !== step.slices[0].z) setSlice(step.slices[0].z);
