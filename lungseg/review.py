@@ -23,19 +23,25 @@ LOCAL_USER = "local user"
 AUTOMATIC_ROI = "GTV-auto"  # the automatic contour's structure name (lungseg.structures.AUTOMATIC_NAME)
 
 
-def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions: list[int] | None = None):
+def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions: list[int] | None = None,
+                  decided: set[str] | list[str] | tuple[str, ...] | None = None):
     """Decisions for ``case``: the contours in ``accept`` ("automatic", "manual") are accepted, the others
-    rejected; ``lesions`` narrows the accepted automatic contour to those lesion numbers (largest first)."""
+    rejected; ``lesions`` narrows the accepted automatic contour to those lesion numbers (largest first).
+    ``decided``: the contours the user decided on (default: every contour of the case); the others get no
+    decision at all, so a form where only the manual contour was touched records nothing on the automatic one."""
     from lungseg.study import ContourDecision
 
     accept = set(accept)
+    decided = {"automatic", "manual"} if decided is None else set(decided)
+    if accept - decided:
+        raise InputError(f"{', '.join(sorted(accept - decided))} accepted but not among the decided contours")
     unknown = accept - {"automatic", "manual"}
     if unknown:
         raise InputError(f"cannot accept {', '.join(sorted(unknown))}: choose automatic and/or manual")
     if lesions is not None and "automatic" not in accept:
         raise InputError("lesion numbers select parts of the automatic contour: accept automatic with them")
     out = []
-    if case.automatic is not None:
+    if case.automatic is not None and "automatic" in decided:
         if lesions is not None:
             case.automatic.lesion_mask(lesions)  # refuses numbers that are not in the table
         out.append(ContourDecision("automatic", "automatic" in accept,
@@ -43,7 +49,7 @@ def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions:
                                    case.automatic.version or case.automatic.name))
     elif "automatic" in accept:
         raise InputError(f"{case.label}: there is no automatic contour to accept")
-    if case.manual is not None:
+    if case.manual is not None and "manual" in decided:
         out.append(ContourDecision("manual", "manual" in accept, None, case.manual.name))
     elif "manual" in accept:
         raise InputError(f"{case.label}: there is no manual contour to accept (name its ROI with --roi)")
@@ -51,17 +57,20 @@ def decisions_for(case, accept: set[str] | list[str] | tuple[str, ...], lesions:
 
 
 def record(store, case, reviewer, accept, lesions=None, comment: str = "", study=None, case_id=None, added=None,
-           name: str | None = None):
+           name: str | None = None, decided=None):
     """Store a review of ``case`` (who and when are recorded by the store): the contours in ``accept`` are
     accepted and the case's other contours rejected, as the caller chose them.  ``added``: the lesions added
     by click that stand with it; None keeps those of the case's latest review.  ``name``: the accepted
-    contour is decided under that structure name by the caller (:func:`accept_as`), not under its own."""
+    contour is decided under that structure name by the caller (:func:`accept_as`), not under its own.
+    ``decided``: only these contours get a decision (see :func:`decisions_for`); a review with none is refused."""
     from lungseg import structures
 
     if added is None:
         prev = latest(store, case)
         added = prev.added if prev is not None else ()
-    decisions = decisions_for(case, accept, lesions)
+    decisions = decisions_for(case, accept, lesions, decided)
+    if not decisions:
+        raise InputError(f"{case.label}: nothing was chosen, so nothing is recorded")
     saved = store.record_case_review(case.key, case.label, reviewer, decisions, comment=comment,
                                      source=case.source.as_dict(), study=study, case_id=case_id, added=added)
     rows = []

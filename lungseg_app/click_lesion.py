@@ -69,31 +69,13 @@ def with_click_layers(vc, case):
     return dataclasses.replace(vc, layers=layers)
 
 
-def extent_mm(mask: np.ndarray, volume) -> tuple[float, float, float]:
-    """The 3-D extent (x, y, z in mm) of the mask's bounding box."""
-    zs, ys, xs = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-    sx, sy, sz = volume.spacing
-    return ((xs[-1] - xs[0] + 1) * sx, (ys[-1] - ys[0] + 1) * sy, (zs[-1] - zs[0] + 1) * sz)
-
-
 def plausibility(result, volume) -> list[str]:
-    """Plain warnings about a clicked lesion that is unlikely to be one (the library's guard when it has one)."""
-    from lungseg.lesion import segment as lesion_segment
+    """The library's plain warnings about a clicked lesion (:func:`lungseg.lesion.plausibility`), with the
+    clicked voxel worked out from the click's point in mm."""
+    from lungseg.lesion import plausibility as warnings_for
 
-    guard = getattr(lesion_segment, "plausibility", None)
-    zyx = tuple(int(round(v)) for v in volume.physical_to_index(np.asarray(result.point_mm, float))[0])
-    if guard is not None:
-        return list(guard(result, zyx))
-    warnings = []
-    if result.volume_ml > 300:
-        warnings.append(f"it is {result.volume_ml:.0f} ml, more than 300 ml")
-    widest = max(extent_mm(result.mask, volume))
-    if widest > 120:
-        warnings.append(f"it spans {widest:.0f} mm, more than 12 cm")
-    inside = all(0 <= c < n for c, n in zip(zyx, result.mask.shape)) and bool(result.mask[zyx])
-    if not inside:
-        warnings.append("it does not contain the clicked point")
-    return warnings
+    zyx = volume.physical_to_index(np.asarray(result.point_mm, float))[0]
+    return warnings_for(result, tuple(int(round(v)) for v in zyx))
 
 
 def show_controls(case, user, key: str = "viewer_click") -> None:
@@ -113,7 +95,7 @@ def show_controls(case, user, key: str = "viewer_click") -> None:
     if not result.found:
         st.info(f"No lesion here: nothing was found under the click at {where}.")
         return
-    ex, ey, ez = extent_mm(result.mask, case.volume)
+    ex, ey, ez = result.extent_mm
     cut = " · larger than the largest field of view: the contour may be cut" if result.larger_than_view else ""
     st.markdown(f"**Clicked lesion** (green): {result.volume_ml:.2f} ml · longest axial diameter "
                 f"{result.longest_axial_diameter_mm:.1f} mm · extent {ex:.0f} × {ey:.0f} × {ez:.0f} mm (x × y × z)"

@@ -76,14 +76,14 @@ def structure_layers(case, views, folder) -> list[dict]:
         file = None
         if show:
             mask = mask_of(case, v)
-            job = _WRITER.submit(mask_file, folder, f"structure {v.name}", mask)
             # the page that just sent this edit holds the new version's bits already: its file is written
             # behind the acknowledgement (the save round trip does not wait for ~70 ms of packbits + gzip);
-            # any other rerun (a reload, another page, a version made on the server) waits for it
+            # any other rerun (a reload, another page, a version made on the server) has it written first
             if v.name in edited_now and (case.key, v.name) in sent:
+                _WRITER.submit(mask_file, folder, f"structure {v.name}", mask)
                 file = sent[(case.key, v.name)]
             else:
-                file = sent[(case.key, v.name)] = job.result()
+                file = sent[(case.key, v.name)] = mask_file(folder, f"structure {v.name}", mask)
         out.append({"name": v.name, "colour": list(v.colour), "opacity": 0.9, "file": file,
                     "detail": None,
                     "structure": {"kind": v.kind, "source": v.source, "provenance": v.provenance,
@@ -144,13 +144,7 @@ def _apply(store, case, user, m: dict, ack: dict) -> bool:
         return False
     if kind == "interpolate":
         view = structures.structure(store, case, name)
-        before = mask_of(case, view)
-        sx, sy, _ = case.volume.spacing
-        after = structures.interpolate_slices(before, [int(k) for k in m.get("slices") or []], spacing_yx=(sy, sx))
-        if np.array_equal(before, after):
-            ack["error"] = f"interpolation of {name}: nothing to add between the edited slices"
-            return False
-        structures.store_edit(store, case, user, name, view.version, after, operations=1, origin="interpolated")
+        structures.interpolate_structure(store, case, user, name, view.version, [int(k) for k in m.get("slices") or []])
         return False
     if kind == "decide":
         lesions = [int(n) for n in m["lesions"]] if m.get("lesions") else None

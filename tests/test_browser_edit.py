@@ -120,6 +120,14 @@ def test_edit_accept_export_reload(server, data_dir, tmp_path):
             to_slice(page, f, z)
             stroke(page, f, i, j)
         painted = viewer_mask(f, "GTVp", shape)
+        # what a stroke drew (only around the brush) is what a full redraw of the slice draws
+        pixels = "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 < 3)).join()"
+        drawn = f.locator("#axialimg").evaluate(pixels)
+        f.locator("#fill").check()
+        f.locator("#fill").uncheck()
+        page.wait_for_timeout(300)
+        assert f.locator("#axialimg").evaluate(pixels) == drawn
+        f.locator("#axial").focus()  # the keys go to the viewer again
         blob = painted & ~lesion
         for z in (k - 2, k, k + 2):
             assert 20 < blob[z].sum() < 90  # a disk of 5 mm (~80 voxels of 0.98 mm), most of it beyond the edge
@@ -133,6 +141,12 @@ def test_edit_accept_export_reload(server, data_dir, tmp_path):
         page.keyboard.press("Control+z")
         expect(f.locator("body[data-outbox='0']")).to_have_count(1, timeout=30_000)
         assert np.array_equal(viewer_mask(f, "GTVp", shape), painted)
+        drawn = f.locator("#axialimg").evaluate(pixels)  # the undo redrew only its box: the same as a full redraw
+        f.locator("#fill").check()
+        f.locator("#fill").uncheck()
+        page.wait_for_timeout(300)
+        assert f.locator("#axialimg").evaluate(pixels) == drawn
+        f.locator("#axial").focus()
         # interpolate (key I): the server fills k-1 and k+1, the page fetches the new version
         page.keyboard.press("i")
         expect(f.locator("body[data-versions*='GTVp:7']")).to_have_count(1, timeout=60_000)

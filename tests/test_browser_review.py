@@ -1,15 +1,10 @@
-"""Review and export in the viewer, in a real browser, on a real case (issue: one case from opening to export).
-
-LUNG1-001 from the data folder: accept automatic lesion 1, reject the rest and the manual contour, export
-DICOM SEG and RTSTRUCT through the browser's downloads, re-read both (the SEG also with highdicom) and
-compare with the accepted mask; reopen the case and see the decision.  Two users at once on different
-cases and ROIs never see each other's choices.  Department mode: nothing without sign-in.
+"""Review in the viewer, in a real browser: two users at once on different cases and ROIs never see each
+other's choices; department mode: nothing without sign-in.  (Accepting, editing and exporting a case from
+the viewer: tests/test_browser_edit.py.)
 """
 
 import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from browser_harness import app_env, app_server, launch_chromium
@@ -66,80 +61,6 @@ def open_from_data_folder(page, name: str, label: str):
 
 def pick_roi(page, roi: str):
     choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Manual contour from the structure set"), roi)
-
-
-def to_viewer(page):
-    page.get_by_role("link", name=re.compile("Open the viewer")).click()
-    expect(page.get_by_role("heading", name="Review")).to_be_visible(timeout=120_000)
-    settle(page)
-
-
-def download(page, fmt: str, suffix: str, dest: Path) -> Path:
-    """Pick ``fmt``, prepare the export and save the download (checked to be that format's file)."""
-    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Format"), fmt)
-    button = page.locator('[data-testid="stDownloadButton"] button')
-    expect(button).to_have_count(0)  # a new format has no prepared file yet
-    page.get_by_role("button", name="Prepare export").click()
-    expect(button).to_contain_text(suffix, timeout=120_000)
-    settle(page)
-    with page.expect_download(timeout=120_000) as info:
-        button.click()
-    out = dest / info.value.suggested_filename
-    info.value.save_as(out)
-    return out
-
-
-def test_accept_lesion_export_seg_and_rtstruct_and_reopen(browser, server, data_dir, tmp_path):
-    import highdicom as hd
-
-    from lungseg.case import ResultCache, open_case
-    from lungseg.imaging.io import load_rtstruct, load_seg
-
-    url, env = server
-    ctx, page = new_page(browser)
-    page.goto(url)
-    expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
-    open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
-    to_viewer(page)
-    ms = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Accepted automatic lesions")
-    choose(page, ms, "lesion 1")
-    page.get_by_label("Comment (optional)").fill("primary only")
-    page.get_by_role("button", name="Save decision").click()
-    settle(page)
-    expect(page.get_by_text(re.compile(r"Latest decision by local user"))).to_be_visible(timeout=60_000)
-    body = page.locator("body").inner_text()
-    # with one automatic lesion, accepting lesion 1 is accepting the whole automatic contour
-    assert re.search(r"automatic( lesion\(s\) 1)?: accepted", body) and "manual (GTV-1): rejected" in body
-    seg_path = download(page, "DICOM SEG", "-seg.dcm", tmp_path)
-    rt_path = download(page, "RTSTRUCT", "-rtstruct.dcm", tmp_path)
-    assert seg_path.name.endswith("-seg.dcm") and rt_path.name.endswith("-rtstruct.dcm")
-
-    # what the app accepted: automatic lesion 1 of the same case, from the app's own cache
-    from lungseg.case import CaseSource, ManualSource
-
-    case = open_case(CaseSource(str(data_dir / "LUNG1-001.zip"), manual=ManualSource("rtstruct", None, "GTV-1")),
-                     cache=ResultCache(Path(env["LUNGSEG_APP_CACHE"]) / "results"))
-    assert case.from_cache
-    accepted = case.automatic.lesion_mask([1])
-    assert accepted.sum() > 1000
-    assert accepted.sum() < case.automatic.mask.sum() or len(case.lesions) == 1
-    assert np.array_equal(load_seg(seg_path, case.ct), accepted)
-    assert np.array_equal(load_rtstruct(rt_path, case.ct, "GTV-auto"), accepted)
-    # highdicom reads the SEG independently: frames by source instance, in the CT's slice order
-    seg = hd.seg.segread(seg_path)
-    uids = case.ct.dicom.sop_instance_uids
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
-                                               ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
-    assert np.array_equal(pixels[..., 0] > 0, accepted)
-
-    # reopen in a new session (the demo opens first), then LUNG1-001 again: the decision is shown
-    page.goto(url)
-    expect(page.get_by_text("Case: demo-phantom")).to_be_visible(timeout=180_000)
-    open_from_data_folder(page, "LUNG1-001.zip", "LUNG1-001")
-    to_viewer(page)
-    expect(page.get_by_text(re.compile(r"Latest decision by local user"))).to_be_visible()
-    assert "primary only" in page.locator("body").inner_text()
-    ctx.close()
 
 
 def rerun(page):

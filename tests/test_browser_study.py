@@ -167,12 +167,12 @@ def test_admin_report_review_export(page, server, study):
     assert (verdict["accepted_source"], verdict["rater_name"]) == ("manual", ADMIN)
     nav(page, "Export")
     page.get_by_role("button", name="Prepare NIfTI file").click()
-    button = page.get_by_role("button", name=re.compile(r"Download demo-phantom-GTV-manual\.nii\.gz"))
+    button = page.get_by_role("button", name=re.compile(r"Download demo-phantom-accepted\.nii\.gz"))
     expect(button).to_be_visible(timeout=60_000)
     with page.expect_download() as dl:
         button.click()
     d = dl.value
-    assert d.suggested_filename == "demo-phantom-GTV-manual.nii.gz"
+    assert d.suggested_filename == "demo-phantom-accepted.nii.gz"  # the one export path names the file
     data = Path(d.path()).read_bytes()
     assert data[:2] == b"\x1f\x8b" and len(data) > 100
     store = StudyStore(study["db"])

@@ -146,6 +146,20 @@ def test_edited_contour_is_a_new_semiautomatic_version_exported_under_its_name(l
     if DCIODVFY:
         assert_valid(files["rtstruct"], files["seg"])
 
+    # the editing effort of that import: the change from version 1 (the lesion as it was) to version 2
+    csv_out = d / f"effort-{accept}.csv"
+    assert main(["effort", str(ct), "--db", str(db), "--csv", str(csv_out)]) == 0
+    header, row = csv_out.read_text().splitlines()
+    values = dict(zip(header.split(","), row.split(",")))
+    assert (values["user"], values["name"], values["from_version"], values["to_version"]) == ("local user", "GTVp",
+                                                                                             "1", "2")
+    start = case.automatic.lesion_mask([1]) if accept == "automatic" else case.manual.mask
+    end = load_seg(files["seg"], loaded, "GTVp")
+    voxel_ml = loaded.volume.voxel_volume_ml
+    assert float(values["added_ml"]) == pytest.approx((end & ~start).sum() * voxel_ml, abs=1e-3)
+    assert float(values["removed_ml"]) == pytest.approx((start & ~end).sum() * voxel_ml, abs=1e-3)
+    assert 0 < float(values["dice"]) < 1
+
 
 def test_name_names_an_unedited_accepted_lesion(lung1_003, capsys):
     import pydicom

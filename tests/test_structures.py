@@ -77,9 +77,9 @@ def test_edits_are_new_versions_and_never_overwrite_the_original(case3, store):
                                                                             np.zeros((1, 1), bool))], assisted=False)
     assert by_hand.provenance == "MANUAL"  # a manual ROI edited only by hand stays MANUAL
     assert np.array_equal(v2.array(), original)
-    rows = store.structure_versions(case3.key, "GTV-2")
-    assert [r["version"] for r in rows] == [1, 2] and np.array_equal(S.StructureVersion.from_row(rows[0]).array(),
-                                                                     expected)
+    history = S.versions(store, case3, "GTV-2")
+    assert [(v.version, v.parent) for v in history] == [(1, 0), (2, 1)]
+    assert np.array_equal(history[0].array(), expected)  # an earlier version stays as it was
     view = S.structure(store, case3, "GTV-2")
     assert view.latest.version == 2 and np.array_equal(view.mask(), original)
 
@@ -272,3 +272,19 @@ def test_a_study_verdict_exports_the_manual_contour_under_its_own_name(case3, st
     assert np.array_equal(auto["GTV-auto"].mask, case3.automatic.lesion_mask([1]))
     with pytest.raises(InputError, match="no contour was accepted"):
         S.accepted_from_verdict(case3, {"accepted_source": "none", "case_id": "c"})
+
+
+def test_a_review_records_only_the_contours_the_user_decided(case3, store):
+    """Issue 22: "a review form saved untouched rejects everything"; touching only the manual contour must not
+    reject the automatic one."""
+    from lungseg import review
+
+    with pytest.raises(InputError, match="nothing was chosen"):
+        review.record(store, case3, "dr a", set(), decided=set())
+    assert store.structure_decisions(case3.key) == [] and review.latest(store, case3) is None
+    saved = review.record(store, case3, "dr a", {"manual"}, decided={"manual"})
+    assert [(d.contour, d.accepted) for d in saved.decisions] == [("manual", True)]
+    views = {v.name: v for v in S.case_structures(store, case3)}
+    assert views["GTV-1"].decision == "accepted" and views["GTV-auto"].decision is None
+    with pytest.raises(InputError, match="not among the decided"):
+        review.record(store, case3, "dr a", {"automatic"}, decided={"manual"})

@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lungseg.cli.segment", "train the U-Net"),
     "evaluate": ("lungseg.cli.segment", "Dice, HD95, surface Dice, volumes, lesion detection"),
     "review": ("lungseg.cli.review", "accept or reject the automatic and manual contours of a case"),
+    "effort": ("lungseg.cli.review", "editing effort on a case: active time, edit operations, change (CSV)"),
     "study": ("lungseg.cli.study", "preference study: create, invite, report, import"),
     "admin": ("lungseg.cli.study", "admin accounts"),
     "db": ("lungseg.cli.study", "database maintenance"),

@@ -9,6 +9,10 @@ Lesions are numbered as in the lesion table (largest first).  ``--name`` accepts
 the contour as corrected elsewhere (a label image on the CT's grid, any voxel > 0 inside) is stored as a new
 SEMIAUTOMATIC version of that structure (the original is kept as version 1) and that version is accepted.
 ``export INPUT --db DB --accepted`` then writes what was accepted onto the CT, each structure under its name.
+
+    python -m lungseg effort INPUT --db DB [--user NAME] [--csv OUT.csv]
+
+prints (or writes) the editing effort on the case per user and structure (:func:`lungseg.structures.effort_csv`).
 """
 
 from __future__ import annotations
@@ -81,8 +85,33 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_effort(args: argparse.Namespace) -> int:
+    from lungseg import structures
+    from lungseg.case import open_case
+    from lungseg.cli.common import case_source
+    from lungseg.study import StudyStore
+
+    case = open_case(case_source(args))
+    with StudyStore(args.db) as store:
+        efforts = (structures.editing_efforts(store, case, args.user) if args.user
+                   else structures.case_efforts(store, case))
+    text = structures.effort_csv(efforts, args.csv)
+    if args.csv:
+        print(f"{case.label}: wrote {len(efforts)} row(s) to {args.csv}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def register(sub) -> None:
     from lungseg.cli.common import add_case_arguments
+
+    e = sub.add_parser("effort", help="editing effort on a case: active time, edit operations, change (CSV)")
+    add_case_arguments(e)
+    e.add_argument("--db", required=True, help="the database the viewer recorded the edits in")
+    e.add_argument("--user", help="only this user (default: everyone who edited or interacted)")
+    e.add_argument("--csv", help="write the CSV here instead of printing it")
+    e.set_defaults(func=cmd_effort)
 
     p = sub.add_parser("review", help="accept or reject the automatic and manual contours of a case")
     add_case_arguments(p)

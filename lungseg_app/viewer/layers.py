@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lungseg.imaging.volume import Volume
+from lungseg.structures import AUTOMATIC_RED, LUNG_BLUE, colour_of
 
-LAYER_COLOURS = {  # layer → RGB, in drawing order (later on top)
-    "lung region": (70, 150, 255),
-    "automatic tumour": (255, 60, 60),
-    "manual contour": (255, 215, 0),
+LAYER_COLOURS = {  # layer → RGB, in drawing order (later on top); structures as lungseg.structures.colour_of
+    "lung region": LUNG_BLUE,
+    "automatic tumour": AUTOMATIC_RED,
+    "manual contour": colour_of("GTV-1"),  # while opening; then each ROI under its own name and colour
     "added lesions": (230, 90, 255),  # added to the automatic contour by click
     "clicked lesion": (40, 235, 110),  # the lesion under the last click, not yet added or discarded
 }

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lungseg.structures import colour_of
+
 from .. import cases
 from . import blobs
 from .layers import DEFAULT_OPACITY, LAYER_COLOURS, ViewerCase
@@ -137,6 +139,8 @@ def component_args(vc: ViewerCase, start_slice: int, wait: bool = False, folder:
         if name not in vc.layers:
             continue
         mask = vc.layers[name]
+        if name == "manual contour" and vc.manual_name:
+            colour = colour_of(vc.manual_name)  # the colour it keeps once listed as a structure
         layers.append({"name": name, "colour": list(colour), "opacity": DEFAULT_OPACITY[name],
                        "file": mask_file(folder, name, mask) if mask is not None else None,
                        "detail": vc.manual_name if name == "manual contour" else None})

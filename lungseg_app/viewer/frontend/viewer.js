@@ -229,9 +229,13 @@ function shownIn(l, side) {
 }
 function renderAxial(V, layers, side) {
   const { nx, ny } = S.g, n = nx * ny, z = S.z, ready = S.ready[z];
-  const key = `${z}/${S.lutKey}/${ready}/${layers}/${side}`;
+  const prefix = `${z}/${S.lutKey}/${ready}/${side}`, key = `${prefix}/${layers}`;
   if (key === V.key) return;
-  V.key = key;
+  // during a brush stroke only the voxels around the stamps changed: redraw that box alone
+  const dirty = E.dirty;
+  E.dirty = null;
+  if (dirty && (E.stroke || E.quick) && ready && V.prefix === prefix) { V.key = key; renderBox(V, side, dirty); return; }
+  V.key = key; V.prefix = prefix;
   const px = V.px;
   if (ready) {
     const off = z * n, lut = S.lut, vol = S.vol;
@@ -239,6 +243,33 @@ function renderAxial(V, layers, side) {
     for (const l of S.layers.values()) if (shownIn(l, side)) paintRuns(px, cachedAxialRuns(l, z), l);
   } else px.fill(0xff1a1a1a);
   V.ctx.putImageData(V.img, 0, 0);
+}
+
+// the pixels of box [y0, x0, y1, x1] (and a one-voxel rim, for outlines) worked out voxel by voxel, the same
+// way as the runs do it for a whole slice
+function renderBox(V, side, box) {
+  const { nx, ny } = S.g, off = S.z * nx * ny, lut = S.lut, vol = S.vol, px = V.px;
+  const y0 = Math.max(0, box[0] - 1), x0 = Math.max(0, box[1] - 1), y1 = Math.min(ny, box[2] + 1), x1 = Math.min(nx, box[3] + 1);
+  const layers = [...S.layers.values()].filter((l) => shownIn(l, side));
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      const p = y * nx + x, t = off + p;
+      let v = lut[vol[t] + 32768];
+      for (const l of layers) {
+        const bits = l.bits;
+        let on = (bits[t >> 3] >> (7 - (t & 7))) & 1;
+        if (on && !S.fill && y > 0 && x > 0 && y < ny - 1 && x < nx - 1) {
+          on = 1 - (bit(bits, t - 1) & bit(bits, t + 1) & bit(bits, t - nx) & bit(bits, t + nx));
+        }
+        if (!on) continue;
+        const a = l.opacity, ia = 1 - a;
+        v = 0xff000000 | (((((v >> 16) & 255) * ia + l.colour[2] * a) | 0) << 16)
+          | (((((v >> 8) & 255) * ia + l.colour[1] * a) | 0) << 8) | (((v & 255) * ia + l.colour[0] * a) | 0);
+      }
+      px[p] = v;
+    }
+  }
+  V.ctx.putImageData(V.img, 0, 0, x0, y0, x1 - x0, y1 - y0);
 }
 
 function view() {
@@ -770,6 +801,9 @@ function stamp(cy, cx) {
   const st = E.stroke, { nx, ny, spacing: [sx, sy] } = S.g, r = E.radiusMm, t0 = st.z * nx * ny;
   const on = st.tool !== "erase", range = st.tool === "hu" ? E.presets[E.preset] : null;
   const ry = r / sy, rx = r / sx, bits = st.l.bits, vol = S.vol;
+  const b = [Math.max(0, Math.floor(cy - ry)), Math.max(0, Math.floor(cx - rx)), Math.min(ny, Math.ceil(cy + ry) + 1), Math.min(nx, Math.ceil(cx + rx) + 1)];
+  const d = E.dirty;
+  E.dirty = d ? [Math.min(d[0], b[0]), Math.min(d[1], b[1]), Math.max(d[2], b[2]), Math.max(d[3], b[3])] : b;
   for (let j = Math.max(0, Math.ceil(cy - ry)); j <= Math.min(ny - 1, Math.floor(cy + ry)); j++) {
     const dy = (j - cy) * sy, half = Math.sqrt(Math.max(0, r * r - dy * dy)) / sx;
     for (let i = Math.max(0, Math.ceil(cx - half)); i <= Math.min(nx - 1, Math.floor(cx + half)); i++) {
@@ -836,6 +870,16 @@ function applyStep(step, reverse) {
     for (const p of sl.added) setVoxel(l.bits, sl.z * n + p, !reverse);
     for (const p of sl.removed) setVoxel(l.bits, sl.z * n + p, reverse);
     if (l.axialRuns) l.axialRuns[sl.z] = null;
+  }
+  if (step.slices.length === 1 && step.slices[0].z === S.z) {  // only the box of the step is redrawn
+    const sl = step.slices[0];
+    let y0 = ny, x0 = nx, y1 = 0, x1 = 0;
+    for (const list of [sl.added, sl.removed]) for (const p of list) {
+      const y = (p / nx) | 0, x = p - y * nx;
+      if (y < y0) y0 = y; if (y >= y1) y1 = y + 1; if (x < x0) x0 = x; if (x >= x1) x1 = x + 1;
+    }
+    const d = E.dirty;
+    E.dirty = d ? [Math.min(d[0], y0), Math.min(d[1], x0), Math.max(d[2], y1), Math.max(d[3], x1)] : [y0, x0, y1, x1];
   }
   l.rev = (l.rev || 0) + 1;
   if (step.slices.length === 1 && S.z !== step.slices[0].z) setSlice(step.slices[0].z);
