@@ -1,4 +1,4 @@
-"""CLI commands ``segment``, ``train`` and ``evaluate`` (each wraps library calls)."""
+"""CLI commands ``segment`` and ``evaluate`` (each wraps library calls)."""
 
 from __future__ import annotations
 
@@ -40,45 +40,6 @@ def cmd_segment(args) -> int:
     for l in lesions:
         print(f"  lesion {l['lesion']}: {l['volume_ml']:.1f} ml, {l['longest_axial_diameter_mm']:.0f} mm, "
               f"slices {l['first_slice']}-{l['last_slice']}, {l['side']}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from lungseg.tumour.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
-    from lungseg.tumour.train import TrainConfig, plot_history, train
-    from lungseg.tumour.unet import UNetConfig
-
-    cases, ids = [], []
-    for root in args.data or []:
-        for ref in discover(root, args.roi):
-            if ref.case_id in (args.exclude or []):
-                continue
-            stack, ct, _ = load_case_slices(ref)
-            cases.append((stack.images, stack.masks))
-            ids.append(ref.case_id)
-            for j, s in enumerate(real_with_synthetic_tumours(ct, args.synthetic_per_real, seed=len(ids))):
-                cases.append((s.images, s.masks))
-                ids.append(f"{ref.case_id}+synthetic-{j}")
-    for cid, s in synthetic_cases(args.synthetic, seed=args.seed):
-        cases.append((s.images, s.masks))
-        ids.append(cid)
-    if not cases:
-        raise LungsegError("no training cases: give --data folders or --synthetic N")
-    val_cases = [c for c, i in zip(cases, ids) if i.startswith("synthetic")][-1:] or cases[-1:]
-    train_cases = cases if len(cases) == 1 else [c for c in cases if all(c is not v for v in val_cases)]
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop, seed=args.seed,
-                         negative_ratio=args.negative_ratio,
-                         device=args.device, unet=UNetConfig(base_channels=args.base_channels, depth=4),
-                         in_plane_spacing_mm=(1.0, 1.0))
-    out = Path(args.out)
-    run_dir = out.with_suffix(".run")
-    history = train(config, train_cases, val_cases, run_dir, resume=True, progress=not args.quiet, case_ids=ids,
-                    extra_meta={"in_plane_mm": 1.0, "version": time.strftime("%Y%m%d")})
-    plot_history(history, run_dir)
-    best = run_dir / "model_best.pt"
-    shutil.copyfile(best if best.exists() else run_dir / "model.pt", out)
-    print(f"trained on {len(train_cases)} cases ({sum(len(c[0]) for c in train_cases)} slices); wrote {out}; "
-          f"figures in {run_dir}")
     return 0
 
 
@@ -173,23 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-volume-ml", type=float, default=0.1)
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion (as the paper did)")
     p.set_defaults(func=cmd_segment)
-
-    p = sub.add_parser("train", help="train the U-Net")
-    p.add_argument("--data", nargs="*", help="case folders (DICOM/zip + RTSTRUCT, image + label) or MSD task folders")
-    p.add_argument("--roi", default="GTV*", help="RTSTRUCT ROI name or pattern of the tumour")
-    p.add_argument("--exclude", nargs="*", help="case ids to hold out")
-    p.add_argument("--synthetic", type=int, default=0, help="synthetic phantom cases to add")
-    p.add_argument("--synthetic-per-real", type=int, default=0, help="synthetic tumours inserted into each real case's lungs")
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop", type=int, default=192)
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--negative-ratio", type=float, default=1.0, help="tumour-free slices per tumour slice, each epoch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice, volumes, lesion detection")
     p.add_argument("--pred", help="predicted mask (image file)")
