@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -44,22 +43,17 @@ def cmd_segment(args) -> int:
 
 
 def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
-    """Segment every case and compare with its reference; rows of metrics per case."""
+    """Segment every :class:`~lungseg.training.sources.TrainingCase` and compare with its contour; one row of
+    metrics and strata per case (:func:`lungseg.evaluation.case_row`)."""
     import csv
 
-    from lungseg.case import AutomaticSource, CaseSource, ManualSource, open_case
-    from lungseg.metrics import evaluate_case
+    from lungseg.case import AutomaticSource, CaseSource, open_case
+    from lungseg.evaluation import case_row
 
     rows = []
     for ref in cases:
-        manual = ManualSource("label", str(ref.label)) if ref.label is not None else ManualSource("rtstruct", None, ref.roi)
-        case = open_case(CaseSource(str(ref.image), AutomaticSource("model"), manual, label=ref.case_id), predictor)
-        truth, spacing = case.manual.mask, case.volume.spacing_zyx
-        m = evaluate_case(case.automatic.mask, truth, spacing)
-        m.update(case_id=ref.case_id, slice_thickness_mm=case.volume.spacing[2],
-                 reference_ml=round(float(truth.sum() * case.volume.voxel_volume_ml), 2),
-                 reference_in_region=round(float((truth & case.lungs.lung_region).sum() / max(1, truth.sum())), 4))
-        rows.append(m)
+        case = open_case(CaseSource(ref.ct, AutomaticSource("model"), ref.manual, label=ref.case_id), predictor)
+        rows.append(case_row(ref.case_id, case.automatic.mask, case.manual.mask, case.volume, case.lungs))
     if out_csv and rows:
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
         with open(out_csv, "w", newline="") as f:
@@ -69,34 +63,21 @@ def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> dict:
-    dice = [r["dice"] for r in rows]
-    return {
-        "cases": len(rows),
-        "median_dice": float(np.median(dice)) if dice else None,
-        "mean_dice": float(np.mean(dice)) if dice else None,
-        "median_hd95_mm": float(np.median([r["hd95_mm"] for r in rows])) if rows else None,
-        "median_surface_dice_2mm": float(np.median([r["surface_dice"] for r in rows])) if rows else None,
-        "lesions_detected": int(sum(r["lesion_true_positives"] for r in rows)),
-        "lesions_missed": int(sum(r["lesion_false_negatives"] for r in rows)),
-        "false_positive_lesions": int(sum(r["lesion_false_positives"] for r in rows)),
-    }
-
-
 def cmd_evaluate(args) -> int:
     import SimpleITK as sitk
 
     from lungseg.metrics import evaluate_case
 
     if args.cases:
-        from lungseg.tumour.datasets import discover
-        from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
+        from lungseg.case import default_predictor
+        from lungseg.evaluation import stratified
+        from lungseg.training.sources import discover
 
-        refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
+        refs = [r for r in discover(args.cases, args.roi).cases if not args.only or r.case_id in args.only]
         if not refs:
             raise LungsegError(f"{args.cases}: no labelled cases found")
-        rows = evaluate_cohort(refs, TumourPredictor(args.model or DEFAULT_MODEL, args.device), args.csv)
-        summary = summarise(rows)
+        rows = evaluate_cohort(refs, default_predictor(args.model, args.device), args.csv)
+        summary = stratified(rows)
         if args.json:
             print(json.dumps({"cases": rows, "summary": summary}, default=float))
         else:
@@ -104,7 +85,10 @@ def cmd_evaluate(args) -> int:
                 print(f"{r['case_id']}: Dice {r['dice']:.3f}, HD95 {r['hd95_mm']:.1f} mm, surface Dice@2mm {r['surface_dice']:.3f}, "
                       f"volume {r['volume_pred_ml']:.1f}/{r['volume_ref_ml']:.1f} ml, lesions TP {r['lesion_true_positives']} "
                       f"FP {r['lesion_false_positives']} FN {r['lesion_false_negatives']}")
-            print("summary: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+            for key, groups in summary.items():
+                for value, g in ({"all": groups} if key == "all" else groups).items():
+                    print(f"{key} {value}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in g.items()))
         return 0
     if not (args.pred and args.ref):
         raise LungsegError("give --pred and --ref, or --cases DIR for a cohort")
@@ -138,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice, volumes, lesion detection")
     p.add_argument("--pred", help="predicted mask (image file)")
     p.add_argument("--ref", help="reference mask on the same grid")
-    p.add_argument("--cases", help="cohort form: a folder of labelled cases (see datasets.discover)")
+    p.add_argument("--cases", help="cohort form: labelled cases in any layout train --data takes (MSD, pairs, DICOM + RTSTRUCT)")
     p.add_argument("--only", nargs="*", help="cohort form: only these case ids")
     p.add_argument("--roi", default="GTV*")
     p.add_argument("--model")

@@ -117,7 +117,7 @@ def train_model(spec: TrainSpec, log=print) -> dict:
     final = models["final"]
     candidate_filter, scorer = UNCALIBRATED_FILTER, None
     if folds == "loo":
-        candidate_filter, scorer = _second_stage_and_calibration(run, sources, groups, models)
+        candidate_filter, scorer = second_stage_and_calibration(run, sources, groups, models)
     payload = torch.load(final, map_location="cpu", weights_only=True)
     payload["meta"]["candidate_filter"] = candidate_filter.__dict__
     payload["meta"]["version"] = f"trained-{time.strftime('%Y%m%d')}"
@@ -227,7 +227,7 @@ def _last_line(path: Path) -> str:
     return lines[-1][:160] if lines else ""
 
 
-def _second_stage_and_calibration(run: Run, sources, groups, models) -> tuple[CandidateFilter, object]:
+def second_stage_and_calibration(run: Run, sources, groups, models) -> tuple[CandidateFilter, object]:
     from lungseg.training.folds import (GRID, GRID_CLASSIFIER, MIN_NODULE_MM, calibrate, fold_figures, run_fold,
                                         score_rows, tumour_free_rows, without_patches)
     from lungseg.training.pack import lidc_crops
