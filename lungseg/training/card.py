@@ -45,7 +45,7 @@ def card_text(record: dict) -> str:
     f = record["candidate_filter"]
     lines += ["## Candidate filter", "",
               "Calibrated leave-one-patient-out (below)." if record["filter_calibrated"] else
-              "**Not calibrated** (`--folds none`): the rules of the shipped model are used as they are, without "
+              "**Not calibrated** (this run measured no leave-one-out folds): the rules of the shipped model are used as they are, without "
               "a second-stage classifier.  Run with `--folds loo` (two or more patients) to calibrate them on this data.",
               "", "`" + ", ".join(f"{k}={_fmt(v)}" for k, v in f.items()) + "`",
               f"; second-stage classifiers in the weights: {record['classifier_members']}.", ""]

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
 from lungseg.tumour.paste import HostSlices
-from lungseg.tumour.placement import resample_crop
-from lungseg.tumour.segment import SliceStack, prepare_slices
+
+# Building a pack reads DICOM and isolates lungs (SimpleITK); loading one must not need it (GPU machines
+# without it fit from a pack), so the imaging modules are imported where a pack is built.
 
 
 @dataclass
@@ -66,6 +66,7 @@ def load_host(case, cache: Path | None = None) -> Host:
 def lidc_crops(root: Path, side: str, target_zyx, min_diameter_mm: float = 0.0) -> list[tuple]:
     """[(Nodule, HU, mask)] of one side of the split, resampled to ``target_zyx`` spacing."""
     from lungseg.lesion.lidc import load_crop, nodules_in, read_nodules
+    from lungseg.tumour.placement import resample_crop
 
     out = []
     for n in nodules_in(read_nodules(root), side):
@@ -77,8 +78,12 @@ def lidc_crops(root: Path, side: str, target_zyx, min_diameter_mm: float = 0.0) 
     return out
 
 
-def isolated_stack(hu: np.ndarray, region: np.ndarray, mask: np.ndarray | None, spacing_zyx, in_plane_mm: float) -> SliceStack:
-    """Model-ready slices of an HU array with a known lung region (no new lung isolation)."""
+def isolated_stack(hu: np.ndarray, region: np.ndarray, mask: np.ndarray | None, spacing_zyx, in_plane_mm: float):
+    """Model-ready slices (a :class:`lungseg.tumour.segment.SliceStack`) of an HU array with a known lung
+    region (no new lung isolation)."""
+    from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
+    from lungseg.tumour.segment import prepare_slices
+
     iso = np.full(hu.shape, MODEL_WINDOW.air_value, np.float32)
     iso[region] = normalise(hu[region], MODEL_WINDOW)
     ct = SimpleNamespace(spacing=(spacing_zyx[2], spacing_zyx[1], spacing_zyx[0]))
@@ -87,6 +92,8 @@ def isolated_stack(hu: np.ndarray, region: np.ndarray, mask: np.ndarray | None, 
 
 def host_slices(host: Host, in_plane_mm: float) -> HostSlices:
     """A :class:`Host` on the model grid."""
+    from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
+
     stack = isolated_stack(host.hu, host.region, host.lesions, host.spacing_zyx, in_plane_mm)
 
     def grid(mask):
@@ -103,6 +110,8 @@ def host_slices(host: Host, in_plane_mm: float) -> HostSlices:
 def build(hosts: list[Host], lidc_roots: list[Path], out: Path, in_plane_mm: float = 1.5,
           min_nodule_mm: float = 3.0, manifest: dict | None = None) -> dict:
     """Write the pack of ``hosts`` (and the train-side nodules of every LIDC root) to ``out``."""
+    from lungseg.imaging.harmonise import MODEL_WINDOW, normalise
+
     arrays, info = {}, {"hosts": [], "in_plane_mm": in_plane_mm, "window": MODEL_WINDOW.as_dict(), "manifest": manifest}
     for host in hosts:
         s = host_slices(host, in_plane_mm)

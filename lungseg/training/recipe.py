@@ -28,10 +28,10 @@ import torch
 from lungseg.errors import InputError
 from lungseg.training.fit import FitParams, Variant, fit
 from lungseg.tumour.paste import PasteParams
-from lungseg.tumour.segment import CandidateFilter, PostProcess, kept_labels
 
-# what a run without leave-one-out calibration ships: the rules of the shipped model (no classifier)
-UNCALIBRATED_FILTER = CandidateFilter(min_slices=2, min_mean_probability=0.88, min_ring_lung=0.5, min_mean_hu=-450.0)
+# what a run without leave-one-out calibration ships: the rules of the shipped model (no classifier);
+# lungseg.tumour.segment.CandidateFilter's fields (not imported here: fitting from a pack needs no SimpleITK)
+UNCALIBRATED_FILTER = {"min_slices": 2, "min_mean_probability": 0.88, "min_ring_lung": 0.5, "min_mean_hu": -450.0}
 
 
 @dataclass(frozen=True)
@@ -98,28 +98,40 @@ def train_model(spec: TrainSpec, log=print) -> dict:
     sources = discover_all(list(spec.data), spec.roi)
     folds = spec.folds if spec.folds != "auto" else ("loo" if device == "cuda" else "none")
     groups = patient_groups(sources.cases)
-    if folds == "loo" and len(groups) < 2:
-        raise InputError("--folds loo needs at least two patients")
-    if folds == "loo" and sources.packs:
-        raise InputError("--folds loo evaluates the fold models on the scans themselves: give the cases, not a pack")
-    run.record = {"command": "python -m lungseg " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else shlex.join(sys.argv), "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
+    run.record = {"command": "python -m lungseg " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else shlex.join(sys.argv),
+                  "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
                   "device": device, "folds": folds,
                   "cases": [{"case_id": c.case_id, "patient": c.patient, "ct": c.ct, "contour": c.manual.name,
                              "provenance": c.provenance} for c in sources.cases],
                   "lidc": [str(p) for p in sources.lidc_roots], "packs": [str(p) for p in sources.packs]}
-    pack, host_names = _pack(run, sources)
-    fits = {"final": host_names}
+    fits = {"final": [c.case_id for c in sources.cases]}
     if folds == "loo":
         for patient, members in groups.items():
             held = {c.case_id for c in members}
-            fits[f"loo-{patient}"] = [h for h in host_names if h not in held]
+            fits[f"loo-{patient}"] = [c.case_id for c in sources.cases if c.case_id not in held]
+    if sources.packs or any(not (folder / n / "model.pt").exists() for n in fits):
+        pack, host_names = _pack(run, sources)
+        if sources.packs:  # the pack's hosts are the patients
+            fits = {"final": host_names}
+            if folds == "loo":
+                fits |= {f"loo-{h}": [o for o in host_names if o != h] for h in host_names}
+    else:
+        pack, host_names = None, fits["final"]
+        run.log("every fit is done: no pack needed")
+    if folds == "loo" and len(fits) < 3:
+        raise InputError("--folds loo needs at least two patients")
     models = _fit_all(run, pack, fits)
     final = models["final"]
-    candidate_filter, scorer = UNCALIBRATED_FILTER, None
-    if folds == "loo":
-        candidate_filter, scorer = second_stage_and_calibration(run, sources, groups, models)
+    candidate_filter, scorer = dict(UNCALIBRATED_FILTER), None
+    calibrated = False
+    if folds == "loo" and sources.packs:
+        run.log("the fold models are fitted; measuring them and calibrating the filter needs the scans: run the same "
+                f"command again with the cases instead of the pack and --resume, with {folder} in place")
+    elif folds == "loo":
+        shipped, scorer = second_stage_and_calibration(run, sources, groups, models)
+        candidate_filter, calibrated = shipped.__dict__, True
     payload = torch.load(final, map_location="cpu", weights_only=True)
-    payload["meta"]["candidate_filter"] = candidate_filter.__dict__
+    payload["meta"]["candidate_filter"] = candidate_filter
     payload["meta"]["version"] = f"trained-{time.strftime('%Y%m%d')}"
     payload["meta"]["training_cases"] = [c["case_id"] for c in run.record["cases"]] or host_names
     if scorer is not None:
@@ -129,8 +141,8 @@ def train_model(spec: TrainSpec, log=print) -> dict:
     torch.save(payload, tmp)
     tmp.replace(out)
     run.record["weights"] = {"path": str(out), "bytes": out.stat().st_size}
-    run.record["candidate_filter"] = candidate_filter.__dict__
-    run.record["filter_calibrated"] = folds == "loo"
+    run.record["candidate_filter"] = candidate_filter
+    run.record["filter_calibrated"] = calibrated
     run.record["classifier_members"] = 0 if scorer is None else len(scorer.models)
     run.record["hosts"] = host_names
     run.record["fit"] = payload["meta"]["fit"]
@@ -227,11 +239,15 @@ def _last_line(path: Path) -> str:
     return lines[-1][:160] if lines else ""
 
 
-def second_stage_and_calibration(run: Run, sources, groups, models) -> tuple[CandidateFilter, object]:
+def second_stage_and_calibration(run: Run, sources, groups, models):
+    """Measure each fold model on its held-out patient, mine its candidates, train the second stage
+    (per fold on the other folds' samples, and a final one on all) and calibrate the filter leave-one-
+    patient-out; returns (the filter calibrated on all folds, the final scorer or None)."""
     from lungseg.training.folds import (GRID, GRID_CLASSIFIER, MIN_NODULE_MM, calibrate, fold_figures, run_fold,
                                         score_rows, tumour_free_rows, without_patches)
     from lungseg.training.pack import lidc_crops
     from lungseg.training.second_stage import MIN_TRAIN_NODULE_MM, mine, train_scorer
+    from lungseg.tumour.segment import PostProcess, kept_labels
 
     spec = run.spec
     held_cases = {p: next(c for c in members if c.manual) for p, members in groups.items()}

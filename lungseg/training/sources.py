@@ -22,9 +22,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungseg.case.sources import ManualSource
 from lungseg.errors import InputError
-from lungseg.imaging.io import IMAGE_SUFFIXES
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")  # lungseg.imaging.io's, without its imports
 
 LABEL_SUFFIXES = ("_label", "_seg", "_mask")
 
@@ -35,7 +35,7 @@ class TrainingCase:
 
     case_id: str
     ct: str
-    manual: ManualSource
+    manual: "ManualSource"  # lungseg.case.ManualSource
     patient_id: str = ""  # cases of one patient are held out together (defaults to case_id)
     provenance: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -79,6 +79,12 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def _manual(kind: str, path: str | None = None, roi: str | None = None):
+    from lungseg.case.sources import ManualSource  # imported here: a pack alone trains without DICOM readers
+
+    return ManualSource(kind, path, roi)
+
+
 def _msd(root: Path) -> list[TrainingCase]:
     pairs = []
     meta = root / "dataset.json"
@@ -95,7 +101,7 @@ def _msd(root: Path) -> list[TrainingCase]:
         if not label.exists():
             raise InputError(f"{root}: {image.name} has no label {label.relative_to(root)}")
         case_id = image_stem(image).removesuffix("_0000")
-        cases.append(TrainingCase(case_id, str(image), ManualSource("label", str(label)),
+        cases.append(TrainingCase(case_id, str(image), _manual("label", str(label)),
                                   provenance={"source": str(root), "layout": "MSD task folder", "label": str(label.name)}))
     return cases
 
@@ -109,7 +115,7 @@ def _pairs(root: Path) -> list[TrainingCase]:
         for suffix in LABEL_SUFFIXES:
             hits = sorted(q for q in root.glob(stem + suffix + ".*") if _is_image(q))
             if hits:
-                cases.append(TrainingCase(stem, str(p), ManualSource("label", str(hits[0])),
+                cases.append(TrainingCase(stem, str(p), _manual("label", str(hits[0])),
                                           provenance={"source": str(root), "layout": "image/label pairs",
                                                       "label": hits[0].name}))
                 break
@@ -118,7 +124,7 @@ def _pairs(root: Path) -> list[TrainingCase]:
 
 def _dicom_case(path: Path, roi: str, layout: str) -> TrainingCase:
     case_id = image_stem(path)
-    return TrainingCase(case_id, str(path), ManualSource("rtstruct", None, roi),
+    return TrainingCase(case_id, str(path), _manual("rtstruct", None, roi),
                         provenance={"source": str(path), "layout": layout, "roi": roi})
 
 
@@ -128,8 +134,6 @@ def _holds_dicom(folder: Path) -> bool:
 
 def discover(source: str, roi: str = "GTV*") -> Sources:
     """The training material one ``--data`` SOURCE names (a one-line :class:`InputError` if none)."""
-    from lungseg.lesion.lidc import is_lidc_layout
-
     if source.startswith("reviews:"):
         from lungseg.training.reviews import review_cases
 
@@ -148,7 +152,7 @@ def discover(source: str, roi: str = "GTV*") -> Sources:
             return Sources(cases=[_dicom_case(path, roi, "DICOM zip with RTSTRUCT")])
         raise InputError(f"--data {source}: a file must be a DICOM .zip or a training pack .npz "
                          "(an image with its label: give their folder)")
-    if is_lidc_layout(path):
+    if (path / "nodules.csv").is_file() and (path / "image").is_dir() and (path / "nodule_mask").is_dir():  # LIDC crops
         return Sources(lidc_roots=[path])
     if (path / "imagesTr").is_dir() and (path / "labelsTr").is_dir():
         return Sources(cases=_msd(path))
