@@ -30,10 +30,11 @@ def card_text(record: dict) -> str:
     for c in record["cases"]:
         prov = c.get("provenance") or {}
         how = prov.get("layout", "")
-        if prov.get("review"):
-            r = prov["review"]
-            how += (f"; {r.get('decision', 'reviewed')} by {r.get('reviewer', '?')} at {r.get('at', '?')}"
-                    f" ({r.get('provenance', '')}{', ' + r['origin'] if r.get('origin') else ''})")
+        for r in prov.get("review", []):
+            how += (f"; {r['structure']} v{r['version']} ({r['provenance']}, {r['origin']}"
+                    f"{', ' + r['algorithm'] if r.get('algorithm') else ''}) accepted by {r['reviewer'] or '?'} at {r['at'] or '?'}")
+        if prov.get("rejected_automatic_lesions"):
+            how += f"; hard negatives: automatic lesion(s) {', '.join(map(str, prov['rejected_automatic_lesions']))} rejected"
         lines.append(f"| {c['case_id']} | {c['patient']} | {c['contour']} | `{prov.get('source', c['ct'])}` | {how} |")
     if not record["cases"]:
         lines.append(f"| {', '.join(record.get('hosts', []))} | | | training pack {', '.join(record['packs'])} | |")

@@ -34,6 +34,7 @@ class Host:
     lungs: np.ndarray
     region: np.ndarray
     lesions: np.ndarray  # the tumour contour, bool
+    negatives: np.ndarray | None = None  # hard negatives (rejected automatic lesions), bool
 
 
 def load_host(case, cache: Path | None = None) -> Host:
@@ -42,7 +43,8 @@ def load_host(case, cache: Path | None = None) -> Host:
     cached = cache / f"host_{case.case_id}.npz" if cache else None
     if cached is not None and cached.exists():
         z = np.load(cached)
-        return Host(case.case_id, z["hu"], tuple(float(v) for v in z["spacing_zyx"]), z["lungs"], z["region"], z["gtv"])
+        return Host(case.case_id, z["hu"], tuple(float(v) for v in z["spacing_zyx"]), z["lungs"], z["region"], z["gtv"],
+                    z["negatives"] if "negatives" in z else None)
     from lungseg.case import load_manual_mask
     from lungseg.errors import InputError
     from lungseg.imaging.io import load_ct
@@ -52,13 +54,18 @@ def load_host(case, cache: Path | None = None) -> Host:
     gtv = np.asarray(load_manual_mask(case.manual, ct), bool)
     if not gtv.any():
         raise InputError(f"training case {case.case_id}: its tumour contour ({case.manual.name}) is empty")
+    negatives = None
+    if getattr(case, "negatives", None):
+        negatives = np.asarray(load_manual_mask(type(case.manual)("label", case.negatives), ct), bool) & ~gtv
     lungs = isolate(ct.volume)
-    host = Host(case.case_id, ct.volume.array.astype(np.int16), ct.volume.spacing_zyx, lungs.lungs, lungs.lung_region, gtv)
+    host = Host(case.case_id, ct.volume.array.astype(np.int16), ct.volume.spacing_zyx, lungs.lungs, lungs.lung_region, gtv,
+                negatives)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp.npz")
+        extra = {} if negatives is None else {"negatives": negatives}
         np.savez_compressed(tmp, hu=host.hu, spacing_zyx=np.array(host.spacing_zyx), lungs=host.lungs,
-                            region=host.region, gtv=gtv)
+                            region=host.region, gtv=gtv, **extra)
         tmp.replace(cached)
     return host
 
@@ -104,7 +111,8 @@ def host_slices(host: Host, in_plane_mm: float) -> HostSlices:
     raw = normalise(host.hu[stack.slices][:, stack.box[0], stack.box[1]].astype(np.float32), MODEL_WINDOW)
     raw = ndi.zoom(raw, (1, *stack.zoom), order=1, prefilter=False)
     raw = np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
-    return HostSlices(host.case_id, image, grid(host.region), grid(host.lungs), stack.masks, raw)
+    negative = grid(host.negatives) if host.negatives is not None and host.negatives.any() else None
+    return HostSlices(host.case_id, image, grid(host.region), grid(host.lungs), stack.masks, raw, negative)
 
 
 def build(hosts: list[Host], lidc_roots: list[Path], out: Path, in_plane_mm: float = 1.5,
@@ -115,8 +123,9 @@ def build(hosts: list[Host], lidc_roots: list[Path], out: Path, in_plane_mm: flo
     arrays, info = {}, {"hosts": [], "in_plane_mm": in_plane_mm, "window": MODEL_WINDOW.as_dict(), "manifest": manifest}
     for host in hosts:
         s = host_slices(host, in_plane_mm)
-        for key in ("image", "region", "lungs", "gtv", "raw"):
-            arrays[f"host/{host.case_id}/{key}"] = getattr(s, key)
+        for key in ("image", "region", "lungs", "gtv", "raw", "negative"):
+            if getattr(s, key) is not None:
+                arrays[f"host/{host.case_id}/{key}"] = getattr(s, key)
         info["hosts"].append({"name": host.case_id, "slices": len(s.image), "shape": list(s.image.shape[1:]),
                               "spacing_zyx": list(host.spacing_zyx),
                               "gtv_ml": float(host.lesions.sum() * np.prod(host.spacing_zyx) / 1000)})
@@ -145,8 +154,11 @@ def load(path: str | Path) -> tuple[dict[str, HostSlices], list[tuple[np.ndarray
     """(hosts by name, nodules as (normalised float image, mask), info) of a pack."""
     z = np.load(path)
     info = json.loads(str(z["info"]))
+    def optional(name, key):
+        return z[f"host/{name}/{key}"] if f"host/{name}/{key}" in z else None
+
     hosts = {h["name"]: HostSlices(h["name"], *(z[f"host/{h['name']}/{k}"] for k in ("image", "region", "lungs", "gtv")),
-                                   raw=z[f"host/{h['name']}/raw"] if f"host/{h['name']}/raw" in z else None)
+                                   raw=optional(h["name"], "raw"), negative=optional(h["name"], "negative"))
              for h in info["hosts"]}
     image, mask, shapes = z["nodules/image"], z["nodules/mask"], z["nodules/shape"]
     nodules, at = [], 0

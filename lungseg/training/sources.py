@@ -37,6 +37,7 @@ class TrainingCase:
     ct: str
     manual: "ManualSource"  # lungseg.case.ManualSource
     patient_id: str = ""  # cases of one patient are held out together (defaults to case_id)
+    negatives: str | None = None  # a label image of hard negatives (automatic lesions a reviewer rejected)
     provenance: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
