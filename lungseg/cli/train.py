@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--tumour-free", nargs="*", help="scans without tumour to count the fold models' false lesions on")
     p.add_argument("--mine-nodules", type=int, default=150, help="train-side nodules placed per fold for the second stage")
-    p.add_argument("--classifier-seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--classifier-seeds", type=int, nargs="*", default=[1, 2, 3],
+                   help="seeds of the second stage's classifiers, averaged (none: no second stage, the filter's rules only)")
     p.add_argument("--classifier-epochs", type=int, default=25)
     p.add_argument("--eval-nodules", type=int, help="validation-side nodules placed per held-out patient (default: all >= 10 mm)")
     p.set_defaults(func=cmd_train)

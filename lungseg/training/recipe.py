@@ -279,12 +279,12 @@ def second_stage_and_calibration(run: Run, sources, groups, models):
                     f"{time.perf_counter() - t:.0f} s)")
         evaluated[patient] = fold
         mined = run.folder / name / "mined.npz"
-        if not mined.exists():
+        if spec.classifier_seeds and not mined.exists():
             t = time.perf_counter()
             counts = mine(models[name], case, crops_for(case)[1], mined, seed=spec.seed + 1, nodules=spec.mine_nodules)
             run.log(f"mined {name}: {counts} ({time.perf_counter() - t:.0f} s)")
     scorers = {}
-    for patient in list(held_cases) + ["final"]:
+    for patient in list(held_cases) + ["final"] if spec.classifier_seeds else []:
         target = run.folder / ("classifier.pt" if patient == "final" else f"loo-{patient}/classifier.pt")
         files = [run.folder / f"loo-{p}" / "mined.npz" for p in held_cases if p != patient]
         if target.exists():
