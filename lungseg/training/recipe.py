@@ -251,18 +251,18 @@ def second_stage_and_calibration(run: Run, sources, groups, models):
 
     spec = run.spec
     held_cases = {p: next(c for c in members if c.manual) for p, members in groups.items()}
-    crops_by_spacing: dict = {}
+    crops_by_key: dict = {}
 
-    def crops_for(case) -> tuple[list, list]:
-        """(validation-side, train-side) LIDC crops on the case's own voxel spacing (where they are placed)."""
+    def crops_for(case, side: str) -> list:
+        """The LIDC crops of one side of the split on the case's own voxel spacing (where they are placed):
+        validation-side ones >= 10 mm measure, train-side ones >= 5 mm mine the second stage's samples."""
         from lungseg.imaging.io import load_ct
 
         spacing = tuple(round(v, 3) for v in load_ct(case.ct, label=case.case_id).volume.spacing_zyx)
-        if spacing not in crops_by_spacing:
-            crops_by_spacing[spacing] = (
-                [c for root in sources.lidc_roots for c in lidc_crops(root, "validation", spacing, MIN_NODULE_MM)],
-                [c for root in sources.lidc_roots for c in lidc_crops(root, "train", spacing, MIN_TRAIN_NODULE_MM)])
-        return crops_by_spacing[spacing]
+        smallest = MIN_NODULE_MM if side == "validation" else MIN_TRAIN_NODULE_MM
+        if (spacing, side) not in crops_by_key:
+            crops_by_key[spacing, side] = [c for root in sources.lidc_roots for c in lidc_crops(root, side, spacing, smallest)]
+        return crops_by_key[spacing, side]
 
     evaluated = {}
     for patient, case in held_cases.items():
@@ -272,7 +272,7 @@ def second_stage_and_calibration(run: Run, sources, groups, models):
             fold = pickle.loads(cached.read_bytes())
         else:
             t = time.perf_counter()
-            fold = run_fold(models[name], case, crops_for(case)[0], nodule_limit=spec.eval_nodules)
+            fold = run_fold(models[name], case, crops_for(case, "validation"), nodule_limit=spec.eval_nodules)
             fold["tumour_free"] = [tumour_free_rows(models[name], s) for s in spec.tumour_free]
             cached.write_bytes(pickle.dumps(fold))
             run.log(f"evaluated {name} on {case.case_id} ({len(fold['copies'])} copies with placed nodules, "
@@ -281,7 +281,7 @@ def second_stage_and_calibration(run: Run, sources, groups, models):
         mined = run.folder / name / "mined.npz"
         if spec.classifier_seeds and not mined.exists():
             t = time.perf_counter()
-            counts = mine(models[name], case, crops_for(case)[1], mined, seed=spec.seed + 1, nodules=spec.mine_nodules)
+            counts = mine(models[name], case, crops_for(case, "train"), mined, seed=spec.seed + 1, nodules=spec.mine_nodules)
             run.log(f"mined {name}: {counts} ({time.perf_counter() - t:.0f} s)")
     scorers = {}
     for patient in list(held_cases) + ["final"] if spec.classifier_seeds else []:
