@@ -59,9 +59,9 @@ def model_info(path: Path) -> ModelInfo | None:
     return ModelInfo(path.name, path, version, tuple(trained), len(raw) / 1e6, "candidate_classifier" in payload)
 
 
-def list_models(folder: Path = MODELS_DIR) -> list[ModelInfo]:
-    """Every tumour model in ``folder``, the shipped one first."""
-    found = [m for p in sorted(Path(folder).glob("*.pt")) if (m := model_info(p)) is not None]
+def list_models(folder: Path | None = None) -> list[ModelInfo]:
+    """Every tumour model in ``folder`` (``models/``), the shipped one first."""
+    found = [m for p in sorted(Path(folder or MODELS_DIR).glob("*.pt")) if (m := model_info(p)) is not None]
     return sorted(found, key=lambda m: (m.name != SHIPPED, m.name))
 
 
@@ -84,8 +84,9 @@ def choice_file() -> Path:
     return default_db_path().with_name("model_choice.json")
 
 
-def chosen_model(folder: Path = MODELS_DIR) -> Path:
+def chosen_model(folder: Path | None = None) -> Path:
     """The weights in use: the chosen model when its file is still there, else the shipped one."""
+    folder = folder or MODELS_DIR
     try:
         name = json.loads(choice_file().read_text())["model"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -94,8 +95,9 @@ def chosen_model(folder: Path = MODELS_DIR) -> Path:
     return path if path.exists() else Path(folder) / SHIPPED
 
 
-def choose_model(name: str, by: str, folder: Path = MODELS_DIR) -> ModelInfo:
-    """Make ``name`` (a model in ``folder``) the one in use; recorded with who and when."""
+def choose_model(name: str, by: str, folder: Path | None = None) -> ModelInfo:
+    """Make ``name`` (a model in ``folder``, ``models/``) the one in use; recorded with who and when."""
+    folder = folder or MODELS_DIR
     models = {m.name: m for m in list_models(folder)}
     if name not in models:
         raise InputError(f"{name}: not a tumour model in {folder} ({', '.join(models) or 'none there'})")

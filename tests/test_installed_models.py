@@ -76,3 +76,21 @@ def test_cached_automatic_contours_stay_per_model_version(models_dir, tmp_path):
     np.testing.assert_array_equal(again.automatic.mask, first.automatic.mask)
     once_more = open_case(source, dept, cache=cache)
     assert cache.served == [shipped.version, dept.version] and once_more.automatic.version == dept.version
+
+
+def test_model_page_shows_the_model_in_use_and_switches_it(models_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import lungseg.installed_models as installed
+
+    monkeypatch.setattr(installed, "MODELS_DIR", models_dir)
+    monkeypatch.delenv("LUNGSEG_DEPARTMENT", raising=False)
+    page = AppTest.from_file(str(REPO_MODELS.parent / "pages" / "7_Model.py"), default_timeout=60).run()
+    assert not page.exception
+    text = " ".join(m.value for m in page.markdown)
+    assert "**In use:** `lungseg_unet.pt`" in text and "Model card — `lungseg_unet.pt`" in text
+    page.selectbox(key="model_choice").select("dept.pt")
+    page.button[0].click().run()
+    assert not page.exception and "Now in use: dept.pt" in page.success[0].value
+    assert chosen_model(models_dir) == models_dir / "dept.pt"
+    assert "trained on our own cases" in " ".join(m.value for m in page.markdown)
