@@ -144,3 +144,16 @@ def test_fit_stopped_in_the_middle_and_resumed_in_process(pack_file, tmp_path):
     path = fit(pack_file, ["LUNG1-001"], tmp_path / "r", params, "cpu", log=lambda m: None)[0]
     assert torch.load(path, weights_only=True)["meta"]["fit"]["steps"] == 4
     assert np.isfinite(torch.load(path, weights_only=True)["meta"]["history"]["loss"]).all()
+
+
+def test_evaluate_cases_is_stratified(msd_folder, capsys):
+    """``evaluate --cases`` on any training layout: Dice, HD95, detection and the seed's strata per case."""
+    assert cli(["evaluate", "--cases", str(msd_folder), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row = out["cases"][0]
+    assert row["case_id"] == "LUNG1-001" and row["thickness_band"] == "1.5–3 mm" and row["volume_band"] == "≥ 150 ml"
+    assert row["side"] == "left" and row["lobe"].startswith("L") and row["location"] in ("central", "peripheral")
+    assert row["dice"] > 0.75  # a training case of the shipped model (models/README.md: 0.973)
+    summary = out["summary"]
+    assert summary["all"]["sensitivity"] == 1.0 and set(summary) >= {"thickness_band", "volume_band", "location", "lobe",
+                                                                      "contact_mediastinum", "contact_chest_wall"}
