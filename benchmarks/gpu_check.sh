@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 timeout 120 $PY benchmarks/bench_gpu_unet.py "$STACK" --repeat 3 --device cuda > "$OUT/unet.txt" 2>&1
 RUN=/tmp/gpu-train; rm -rf $RUN
 ( time timeout ${TRAIN_TIMEOUT:-420} $PY -m lungseg train --data "$PACK" --out $RUN/m.pt --folds loo --device cuda \
-    --time-budget ${BUDGET_MIN:-6} ) > "$OUT/train.log" 2>&1
+    --time-budget ${BUDGET_MIN:-6} --workers ${WORKERS:-4} ) > "$OUT/train.log" 2>&1
 for f in $RUN/m.run/*.log; do echo "== $f"; tail -n 4 "$f"; done >> "$OUT/train.log" 2>&1
 timeout 60 $PY benchmarks/bench_gpu_unet.py --pack-dice "$PACK" $RUN/m.run --device cuda >> "$OUT/unet.txt" 2>&1
 for d in $RUN/m.run/loo-*; do cp "$d/model.pt" "$OUT/$(basename $d).pt"; done

@@ -189,8 +189,9 @@ def fit_params(run: Run, n_fits: int) -> FitParams:
     budget = None
     if spec.time_budget_min:
         # the fits share the budget (side by side on a GPU, one after another on a CPU); the rest of the
-        # recipe (evaluation, second stage) needs about a quarter of it
-        total = spec.time_budget_min * 60 * 0.7 - (time.perf_counter() - run.started)
+        # recipe (evaluation, second stage) needs about a quarter of it, when it runs here (not from a pack)
+        share = 0.9 if run.record.get("packs") else 0.7
+        total = spec.time_budget_min * 60 * share - (time.perf_counter() - run.started)
         budget = max(30.0, total if cuda else total / n_fits)
     workers = spec.workers if spec.workers is not None else (3 if cuda else 0)
     return FitParams(steps=spec.steps, batch_size=spec.batch_size or (32 if cuda else 8), seed=spec.seed, workers=workers,
