@@ -157,3 +157,18 @@ def test_evaluate_cases_is_stratified(msd_folder, capsys):
     summary = out["summary"]
     assert summary["all"]["sensitivity"] == 1.0 and set(summary) >= {"thickness_band", "volume_band", "location", "lobe",
                                                                       "contact_mediastinum", "contact_chest_wall"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data", "/nonexistent/cases"], "no such file or folder"),
+    (["--data", "{msd}", "--folds", "loo"], "at least two patients"),
+    (["--data", "{msd}", "--out", "{tmp}/weights.bin"], "must end in .pt"),
+    (["--data", "pacs:modality=CT"], "patient-id="),
+])
+def test_bad_training_input_is_one_line(args, words, msd_folder, tmp_path, capsys):
+    args = [a.format(msd=msd_folder, tmp=tmp_path) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "m.pt")]
+    assert cli(["train", *args, "--steps", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and words in err and len(err.splitlines()) == 1

@@ -98,6 +98,8 @@ def train_model(spec: TrainSpec, log=print) -> dict:
     sources = discover_all(list(spec.data), spec.roi)
     folds = spec.folds if spec.folds != "auto" else ("loo" if device == "cuda" else "none")
     groups = patient_groups(sources.cases)
+    if folds == "loo" and not sources.packs and len(groups) < 2:
+        raise InputError("--folds loo needs at least two patients")
     run.record = {"command": "python -m lungseg " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else shlex.join(sys.argv),
                   "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
                   "device": device, "folds": folds,
