@@ -172,3 +172,34 @@ def test_bad_training_input_is_one_line(args, words, msd_folder, tmp_path, capsy
     assert cli(["train", *args, "--steps", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and words in err and len(err.splitlines()) == 1
+
+
+def test_train_command_killed_and_resumed_ends_as_an_uninterrupted_run(msd_folder, tmp_path):
+    """The whole command: killed (SIGKILL) in the middle of its fit, given again with --resume, it writes the
+    weights of the same command never interrupted (same seed, one thread each)."""
+    common = ["--data", str(msd_folder), "--steps", "12", "--batch-size", "2", "--crop", "64", "--device", "cpu",
+              "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert cli(["train", *common, "--out", str(tmp_path / "whole.pt")]) == 0
+        out = tmp_path / "killed.pt"
+        proc = subprocess.Popen([sys.executable, "-m", "lungseg", "train", *common, "--out", str(out)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        checkpoint = tmp_path / "killed.run" / "final" / "checkpoint.pt"
+        deadline, step = time.monotonic() + 300, 0
+        while time.monotonic() < deadline and proc.poll() is None and step < 5:
+            if checkpoint.exists():
+                try:
+                    step = torch.load(checkpoint, weights_only=False)["step"]
+                except Exception:  # noqa: BLE001 - being replaced
+                    step = 0
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 5 <= step < 12 and not out.exists(), "the command was not killed part-way"
+        assert cli(["train", *common, "--out", str(out), "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = torch.load(tmp_path / "whole.pt", weights_only=True), torch.load(out, weights_only=True)
+    assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())
+    assert a["meta"]["history"] == b["meta"]["history"] and a["meta"]["candidate_filter"] == b["meta"]["candidate_filter"]
