@@ -1,10 +1,10 @@
 """What the second stage (the lesion classifier, :mod:`lungseg.tumour.fpr`) costs, where it has work.
 
-    python benchmarks/bench_second_stage.py --runs RUNS/b16c1 [--classifier classifier,classifier-s2,classifier-s3]
+    python benchmarks/bench_second_stage.py --runs MODEL.run   (a `python -m lungseg train ... --folds loo` run)
 
 On its own training patients the shipped model leaves the classifier almost nothing to score, so the
 cost is measured where it meets candidates: each leave-one-out fold model (``RUNS/loo-P/model.pt``)
-with its fold's classifiers on the patient it never saw, under the shipped rules.  The U-Net runs
+with its fold's classifiers (``RUNS/loo-P/classifier.pt``) on the patient it never saw, under the shipped rules.  The U-Net runs
 once; post-processing is then timed without and with the classifier (median of ``--repeat``).  The
 whole-process ``segment`` figure is ``bench_segment.py``'s.
 """
@@ -21,16 +21,17 @@ import torch
 from _common import peak_rss_mb, shared_data
 from scipy import ndimage as ndi
 
-from loo import PATIENTS, load_scorer
 from lungseg.imaging.io import load_ct
 from lungseg.lungs import isolate
 from lungseg.tumour.segment import DEFAULT_MODEL, CandidateContext, PostProcess, TumourPredictor, postprocess
 
 
+PATIENTS = ["LUNG1-001", "LUNG1-002", "LUNG1-003"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", required=True)
-    ap.add_argument("--classifier", default="classifier,classifier-s2,classifier-s3")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     data, runs = shared_data(), Path(args.runs)
@@ -40,7 +41,7 @@ def main():
         for held in PATIENTS:
             payload = torch.load(runs / f"loo-{held}" / "model.pt", weights_only=True)
             payload["meta"]["candidate_filter"] = shipped_filter
-            payload["candidate_classifier"] = load_scorer(runs / f"loo-{held}", args.classifier).to_payload()
+            payload["candidate_classifier"] = torch.load(runs / f"loo-{held}" / "classifier.pt", weights_only=True)
             path = Path(tmp) / f"{held}.pt"
             torch.save(payload, path)
             predictor = TumourPredictor(path, "cpu")

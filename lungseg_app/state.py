@@ -15,13 +15,20 @@ from lungseg.errors import LungsegError
 from . import cases
 
 
-@st.cache_resource(show_spinner=False)
 def predictor_and_note():
-    """The tumour model, loaded once per server process: (predictor or None, note or None)."""
+    """The tumour model in use (the one chosen on the Model page), loaded once per server process and
+    model: (predictor or None, note or None)."""
+    from lungseg.installed_models import chosen_model
+
+    return _predictor_and_note(str(chosen_model()))
+
+
+@st.cache_resource(show_spinner=False)
+def _predictor_and_note(path: str):
     try:
         from lungseg.case import default_predictor
 
-        return default_predictor(), None
+        return default_predictor(path), None
     except Exception as exc:  # noqa: BLE001 - no model: lung region only, said plainly
         return None, f"Tumour model could not be loaded ({cases.one_line(exc)}): showing the lung region only."
 

@@ -50,3 +50,30 @@ def test_split_file_refuses_a_patient_on_both_sides(tmp_path):
 def test_reader_refuses_a_folder_that_is_not_the_layout(tmp_path):
     with pytest.raises(InputError, match="not an LIDC crop folder"):
         read_nodules(tmp_path)
+
+
+def test_evaluate_lesions_takes_patients_the_split_file_does_not_list(lidc, tmp_path, capsys):
+    """A department's own crops (patients not in models/lidc_split.csv) are unseen: all evaluated."""
+    import csv
+    import json
+
+    from lungseg.cli import main
+
+    rows = list(csv.DictReader(open(lidc / "nodules.csv", newline="")))[:3]
+    (tmp_path / "image").mkdir()
+    (tmp_path / "nodule_mask").mkdir()
+    for i, row in enumerate(rows):
+        for sub in ("image", "nodule_mask"):
+            (tmp_path / sub / f"DEPT-{i}.nii.gz").symlink_to(lidc / sub / f"{row['crop']}.nii.gz")
+        row.update(crop=f"DEPT-{i}", patient_id="DEPT-PATIENT-1" if i < 2 else "DEPT-PATIENT-2")
+    with open(tmp_path / "nodules.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert main(["evaluate-lesions", str(tmp_path), "--json", "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and summary["patients"] == 2 and summary["unseen_patients"] == 2
+    assert summary["median_dice"] > 0.5
+    assert sum(g["n"] for g in summary["subtlety"].values()) == 3
+    # never trained on: the train side of the same folder is empty
+    assert nodules_in(read_nodules(tmp_path), "train") == []

@@ -73,8 +73,8 @@ def test_trained_2p5d_model_runs_in_the_segment_path(tmp_path):
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
-    from lungseg.tumour import pack as packing
-    from lungseg.tumour.fit import Variant, fit
+    from lungseg.training import pack as packing
+    from lungseg.training.fit import FitParams, Variant, fit
     from lungseg.tumour.segment import PostProcess, TumourPredictor, prepare_slices
     from lungseg.imaging.volume import Volume
 
@@ -91,8 +91,8 @@ def test_trained_2p5d_model_runs_in_the_segment_path(tmp_path):
     np.testing.assert_array_equal(nodules[0][1], mask)
 
     torch.manual_seed(0)
-    paths = fit(str(tmp_path / "pack.npz"), ["h"], str(tmp_path / "run"), [Variant(4, 1), Variant(4, 0)], steps=3,
-                batch_size=2, params=PasteParams(crop=64), workers=0, device="cpu", log=lambda m: None)
+    params = FitParams(steps=3, batch_size=2, workers=0, variants=(Variant(4, 1), Variant(4, 0)), paste=PasteParams(crop=64))
+    paths = fit(str(tmp_path / "pack.npz"), ["h"], str(tmp_path / "run"), params, device="cpu", log=lambda m: None)
     assert [p.parent.name for p in paths] == ["b4c1", "b4c0"]
     predictor = TumourPredictor(paths[0], "cpu")
     assert predictor.context == 1 and predictor.model.config.in_channels == 3
@@ -112,10 +112,11 @@ def test_trained_2p5d_model_runs_in_the_segment_path(tmp_path):
 def test_training_pack_from_real_data_holds_train_side_nodules_only(data_dir, tmp_path, monkeypatch):
     """The pack a GPU trains from: one real host on the model grid, and only train-side LIDC patients."""
     from lungseg.lesion.lidc import read_split
-    from lungseg.tumour import pack as packing
+    from lungseg.training import pack as packing
+    from lungseg.training.sources import discover
 
-    monkeypatch.setenv("LUNGSEG_TRAIN_CACHE", str(tmp_path / "cache"))
-    info = packing.build(data_dir, tmp_path / "pack.npz", hosts=["LUNG1-003"])
+    case = discover(str(data_dir / "LUNG1-003.zip")).cases[0]
+    info = packing.build([packing.load_host(case)], [data_dir / "lidc-nodules"], tmp_path / "pack.npz")
     hosts, nodules, read_info = packing.load(tmp_path / "pack.npz")
     assert read_info == info and list(hosts) == ["LUNG1-003"]
     host = hosts["LUNG1-003"]

@@ -23,11 +23,13 @@ _predictor_lock = threading.Lock()
 
 
 def default_predictor(model: str | None = None, device: str = "auto"):
-    """The tumour model, loaded once per process (the shipped weights unless ``model`` names others)."""
+    """The tumour model, loaded once per process: ``model``, else the one chosen among ``models/``
+    (:mod:`lungseg.installed_models`; the shipped weights unless an admin chose others)."""
     global _default_predictor
-    from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
+    from lungseg.installed_models import chosen_model
+    from lungseg.tumour.segment import TumourPredictor
 
-    path = str(Path(model or DEFAULT_MODEL).resolve())
+    path = str(Path(model or chosen_model()).resolve())
     with _predictor_lock:
         p = _default_predictor
         if p is None or getattr(p, "_lungseg_path", None) != (path, device):

@@ -59,7 +59,7 @@ def cache_for(args: argparse.Namespace):
 COMMANDS: dict[str, tuple[str, str]] = {
     "lungs": (__name__, "lung isolation: tight lungs mask and lung region"),
     "segment": ("lungseg.cli.segment", "tumour segmentation with the 2D U-Net"),
-    "train": ("lungseg.cli.segment", "train the U-Net"),
+    "train": ("lungseg.cli.train", "train the automatic model (the shipped recipe)"),
     "evaluate": ("lungseg.cli.segment", "Dice, HD95, surface Dice, volumes, lesion detection"),
     "review": ("lungseg.cli.review", "accept or reject the automatic and manual contours of a case"),
     "effort": ("lungseg.cli.review", "editing effort on a case: active time, edit operations, change (CSV)"),

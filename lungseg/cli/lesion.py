@@ -66,6 +66,10 @@ def cmd_evaluate_lesions(args) -> int:
     scores, summary = evaluate(nodules, predictor, baseline=args.baseline,
                                progress=None if args.json else (lambda s: print(s, flush=True)))
     summary["split"] = args.split
+    from lungseg.lesion.lidc import UNSEEN, read_split, side_of
+
+    split = read_split()
+    summary["unseen_patients"] = len({s.patient_id for s in scores if side_of(s.patient_id, split) == UNSEEN})
     summary["model"] = Path(predictor.path).name
     if args.json:
         summary["crops"] = [s.__dict__ for s in scores] if args.per_crop else None
@@ -75,8 +79,9 @@ def cmd_evaluate_lesions(args) -> int:
         base = f"  baseline {s.baseline_dice:.3f}" if s.baseline_dice is not None else ""
         print(f"{s.crop:24s} {s.diameter_mm:5.1f} mm {s.texture:12s} Dice {s.dice:.3f}{base}")
     base = f" (baseline -500 HU component: {summary['baseline_median_dice']})" if args.baseline else ""
-    print(f"{summary['n']} crops of {summary['patients']} patients ({args.split}): median Dice {summary['median_dice']}{base}")
-    for title, groups in (("diameter", summary["bands"]), ("texture", summary["textures"])):
+    unseen = f", {summary['unseen_patients']} of them not in models/lidc_split.csv (unseen)" if summary["unseen_patients"] else ""
+    print(f"{summary['n']} crops of {summary['patients']} patients ({args.split}{unseen}): median Dice {summary['median_dice']}{base}")
+    for title, groups in (("diameter", summary["bands"]), ("texture", summary["textures"]), ("subtlety", summary["subtlety"])):
         for name, g in groups.items():
             b = f", baseline {g['baseline_median_dice']}" if args.baseline else ""
             print(f"  {title} {name:12s} n={g['n']:4d}  median Dice {g['median_dice']}{b}")
@@ -109,7 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-lesions", help="click-to-segment Dice on an LIDC crop folder")
     p.add_argument("dir", help="LIDC crop folder (nodules.csv, image/, nodule_mask/)")
     p.add_argument("--split", choices=("validation", "train", "all"), default="validation",
-                   help="which patients of models/lidc_split.csv (default: validation)")
+                   help="which patients of models/lidc_split.csv (default: validation, with every patient the file does not "
+                   "list: those were never trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-crop", action="store_true", help="with --json: include every crop's scores")
     p.add_argument("--baseline", action="store_true", help="also score the -500 HU threshold-and-component baseline")

@@ -1,10 +1,9 @@
-"""CLI commands ``segment``, ``train`` and ``evaluate`` (each wraps library calls)."""
+"""CLI commands ``segment`` and ``evaluate`` (each wraps library calls)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -47,65 +46,18 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from lungseg.cli.common import check_output
-    from lungseg.tumour.datasets import discover, load_case_slices, real_with_synthetic_tumours, synthetic_cases
-
-    check_output(args.out, suffixes=(".pt",))  # before hours of training, not after
-    from lungseg.tumour.train import TrainConfig, plot_history, train
-    from lungseg.tumour.unet import UNetConfig
-
-    cases, ids = [], []
-    for root in args.data or []:
-        for ref in discover(root, args.roi):
-            if ref.case_id in (args.exclude or []):
-                continue
-            stack, ct, _ = load_case_slices(ref)
-            cases.append((stack.images, stack.masks))
-            ids.append(ref.case_id)
-            for j, s in enumerate(real_with_synthetic_tumours(ct, args.synthetic_per_real, seed=len(ids))):
-                cases.append((s.images, s.masks))
-                ids.append(f"{ref.case_id}+synthetic-{j}")
-    for cid, s in synthetic_cases(args.synthetic, seed=args.seed):
-        cases.append((s.images, s.masks))
-        ids.append(cid)
-    if not cases:
-        raise LungsegError("no training cases: give --data folders or --synthetic N")
-    val_cases = [c for c, i in zip(cases, ids) if i.startswith("synthetic")][-1:] or cases[-1:]
-    train_cases = cases if len(cases) == 1 else [c for c in cases if all(c is not v for v in val_cases)]
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop, seed=args.seed,
-                         negative_ratio=args.negative_ratio,
-                         device=args.device, unet=UNetConfig(base_channels=args.base_channels, depth=4),
-                         in_plane_spacing_mm=(1.0, 1.0))
-    out = Path(args.out)
-    run_dir = out.with_suffix(".run")
-    history = train(config, train_cases, val_cases, run_dir, resume=True, progress=not args.quiet, case_ids=ids,
-                    extra_meta={"in_plane_mm": 1.0, "version": time.strftime("%Y%m%d")})
-    plot_history(history, run_dir)
-    best = run_dir / "model_best.pt"
-    shutil.copyfile(best if best.exists() else run_dir / "model.pt", out)
-    print(f"trained on {len(train_cases)} cases ({sum(len(c[0]) for c in train_cases)} slices); wrote {out}; "
-          f"figures in {run_dir}")
-    return 0
-
-
 def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
-    """Segment every case and compare with its reference; rows of metrics per case."""
+    """Segment every :class:`~lungseg.training.sources.TrainingCase` and compare with its contour; one row of
+    metrics and strata per case (:func:`lungseg.evaluation.case_row`)."""
     import csv
 
-    from lungseg.case import AutomaticSource, CaseSource, ManualSource, open_case
-    from lungseg.metrics import evaluate_case
+    from lungseg.case import AutomaticSource, CaseSource, open_case
+    from lungseg.evaluation import case_row
 
     rows = []
     for ref in cases:
-        manual = ManualSource("label", str(ref.label)) if ref.label is not None else ManualSource("rtstruct", None, ref.roi)
-        case = open_case(CaseSource(str(ref.image), AutomaticSource("model"), manual, label=ref.case_id), predictor)
-        truth, spacing = case.manual.mask, case.volume.spacing_zyx
-        m = evaluate_case(case.automatic.mask, truth, spacing)
-        m.update(case_id=ref.case_id, slice_thickness_mm=case.volume.spacing[2],
-                 reference_ml=round(float(truth.sum() * case.volume.voxel_volume_ml), 2),
-                 reference_in_region=round(float((truth & case.lungs.lung_region).sum() / max(1, truth.sum())), 4))
-        rows.append(m)
+        case = open_case(CaseSource(ref.ct, AutomaticSource("model"), ref.manual, label=ref.case_id), predictor)
+        rows.append(case_row(ref.case_id, case.automatic.mask, case.manual.mask, case.volume, case.lungs))
     if out_csv and rows:
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
         with open(out_csv, "w", newline="") as f:
@@ -113,20 +65,6 @@ def evaluate_cohort(cases, predictor, out_csv=None) -> list[dict]:
             w.writeheader()
             w.writerows(rows)
     return rows
-
-
-def summarise(rows: list[dict]) -> dict:
-    dice = [r["dice"] for r in rows]
-    return {
-        "cases": len(rows),
-        "median_dice": float(np.median(dice)) if dice else None,
-        "mean_dice": float(np.mean(dice)) if dice else None,
-        "median_hd95_mm": float(np.median([r["hd95_mm"] for r in rows])) if rows else None,
-        "median_surface_dice_2mm": float(np.median([r["surface_dice"] for r in rows])) if rows else None,
-        "lesions_detected": int(sum(r["lesion_true_positives"] for r in rows)),
-        "lesions_missed": int(sum(r["lesion_false_negatives"] for r in rows)),
-        "false_positive_lesions": int(sum(r["lesion_false_positives"] for r in rows)),
-    }
 
 
 def _read_mask(path: str, option: str):
@@ -154,14 +92,15 @@ def cmd_evaluate(args) -> int:
         from lungseg.cli.common import check_output
 
         check_output(args.csv, "--csv", suffixes=(".csv",))
-        from lungseg.tumour.datasets import discover
-        from lungseg.tumour.segment import DEFAULT_MODEL, TumourPredictor
+        from lungseg.case import default_predictor
+        from lungseg.evaluation import stratified
+        from lungseg.training.sources import discover
 
-        refs = [r for r in discover(args.cases, args.roi) if not args.only or r.case_id in args.only]
+        refs = [r for r in discover(args.cases, args.roi).cases if not args.only or r.case_id in args.only]
         if not refs:
             raise LungsegError(f"{args.cases}: no labelled cases found")
-        rows = evaluate_cohort(refs, TumourPredictor(args.model or DEFAULT_MODEL, args.device), args.csv)
-        summary = summarise(rows)
+        rows = evaluate_cohort(refs, default_predictor(args.model, args.device), args.csv)
+        summary = stratified(rows)
         if args.json:
             print(json.dumps({"cases": rows, "summary": summary}, default=float))
         else:
@@ -169,7 +108,10 @@ def cmd_evaluate(args) -> int:
                 print(f"{r['case_id']}: Dice {r['dice']:.3f}, HD95 {r['hd95_mm']:.1f} mm, surface Dice@2mm {r['surface_dice']:.3f}, "
                       f"volume {r['volume_pred_ml']:.1f}/{r['volume_ref_ml']:.1f} ml, lesions TP {r['lesion_true_positives']} "
                       f"FP {r['lesion_false_positives']} FN {r['lesion_false_negatives']}")
-            print("summary: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+            for key, groups in summary.items():
+                for value, g in ({"all": groups} if key == "all" else groups).items():
+                    print(f"{key} {value}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in g.items()))
         return 0
     if not (args.pred and args.ref):
         raise LungsegError("give --pred and --ref, or --cases DIR for a cohort")
@@ -203,27 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest lesion (as the paper did)")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("train", help="train the U-Net")
-    p.add_argument("--data", nargs="*", help="case folders (DICOM/zip + RTSTRUCT, image + label) or MSD task folders")
-    p.add_argument("--roi", default="GTV*", help="RTSTRUCT ROI name or pattern of the tumour")
-    p.add_argument("--exclude", nargs="*", help="case ids to hold out")
-    p.add_argument("--synthetic", type=int, default=0, help="synthetic phantom cases to add")
-    p.add_argument("--synthetic-per-real", type=int, default=0, help="synthetic tumours inserted into each real case's lungs")
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop", type=int, default=192)
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--negative-ratio", type=float, default=1.0, help="tumour-free slices per tumour slice, each epoch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
-
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice, volumes, lesion detection")
     p.add_argument("--pred", help="predicted mask (image file)")
     p.add_argument("--ref", help="reference mask on the same grid")
-    p.add_argument("--cases", help="cohort form: a folder of labelled cases (see datasets.discover)")
+    p.add_argument("--cases", help="cohort form: labelled cases in any layout train --data takes (MSD, pairs, DICOM + RTSTRUCT)")
     p.add_argument("--only", nargs="*", help="cohort form: only these case ids")
     p.add_argument("--roi", default="GTV*")
     p.add_argument("--model")

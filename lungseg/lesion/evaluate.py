@@ -24,6 +24,7 @@ class CropScore:
     diameter_mm: float
     band: str
     texture: str
+    subtlety: int | None
     dice: float
     baseline_dice: float | None
     volume_ml: float
@@ -38,7 +39,7 @@ def score_crop(nodule: Nodule, predictor, baseline: bool = False) -> CropScore:
     result = predictor.segment(volume, point)
     base = dice(threshold_component_at(volume, point), reference) if baseline else None
     return CropScore(nodule.crop, nodule.patient_id, nodule.diameter_mm, nodule.diameter_band, nodule.texture,
-                     dice(result.mask, reference), base, result.volume_ml,
+                     nodule.subtlety, dice(result.mask, reference), base, result.volume_ml,
                      float(reference.sum() * volume.voxel_volume_ml), result.seconds)
 
 
@@ -65,6 +66,8 @@ def summarise(scores: list[CropScore]) -> dict:
         "baseline_median_dice": _median(s.baseline_dice for s in scores),
         "bands": group(lambda s: s.band, [b[2] for b in DIAMETER_BANDS]),
         "textures": group(lambda s: s.texture, ["solid", "part-solid", "ground-glass", "unknown"]),
+        "subtlety": group(lambda s: str(s.subtlety) if s.subtlety is not None else "unknown",
+                          ["1", "2", "3", "4", "5", "unknown"]),
         "median_seconds_per_click": _median(s.seconds for s in scores),
     }
 

@@ -42,6 +42,7 @@ class Nodule:
     malignancy: int | None
     image_path: Path
     mask_path: Path
+    subtlety: int | None = None  # the readers' median rating, 1 (extremely subtle) … 5 (obvious)
 
     @property
     def diameter_band(self) -> str:
@@ -60,6 +61,13 @@ def texture_group(value) -> str:
         return TEXTURE_GROUPS.get(int(round(float(value))), "unknown")
     except (TypeError, ValueError):
         return "unknown"
+
+
+def _rating(value) -> int | None:
+    try:
+        return int(round(float(value)))
+    except (TypeError, ValueError):
+        return None
 
 
 def is_lidc_layout(root: str | Path) -> bool:
@@ -89,7 +97,7 @@ def read_nodules(root: str | Path) -> list[Nodule]:
                 diameter_mm=float(row["diameter_mm"]),
                 texture=texture_group(row.get("Texture_value")),
                 diagnosis=str(row.get("Diagnosis", "")).strip().lower(), malignancy=malignancy,
-                image_path=image, mask_path=mask))
+                image_path=image, mask_path=mask, subtlety=_rating(row.get("Subtlety_value"))))
     if not nodules:
         raise InputError(f"{root}: nodules.csv lists no crops")
     return nodules
@@ -145,10 +153,16 @@ def read_split(path: Path = SPLIT_FILE) -> dict[str, str]:
     return split
 
 
+UNSEEN = "unseen"  # a patient the split file does not list: no model was trained on it
+
+
+def side_of(patient_id: str, split: dict[str, str]) -> str:
+    return split.get(patient_id, UNSEEN)
+
+
 def nodules_in(nodules: list[Nodule], side: str, split: dict[str, str] | None = None) -> list[Nodule]:
-    """The nodules of one side of the split; a patient missing from the split file is an error."""
+    """The nodules of one side of the split.  Patients the split file does not list were never trained on:
+    they are evaluated with the validation side (``side="validation"``) and never used for training."""
     split = split if split is not None else read_split()
-    missing = sorted({n.patient_id for n in nodules} - set(split))
-    if missing:
-        raise InputError(f"patients not in the split file: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    return [n for n in nodules if split[n.patient_id] == side]
+    sides = {side, UNSEEN} if side == "validation" else {side}
+    return [n for n in nodules if side_of(n.patient_id, split) in sides]

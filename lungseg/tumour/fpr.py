@@ -7,7 +7,7 @@ probability, plus the candidate's rule features (volume, probability, lung ring,
 outputs the probability that the candidate is a real lesion; :class:`CandidateFilter`'s
 ``min_lesion_score`` keeps or drops it.
 
-Training (``benchmarks/fpr.py``) uses the candidates that the leave-one-out fold models produce on
+Training (:mod:`lungseg.training.second_stage`) uses the candidates that the leave-one-out fold models produce on
 scans they never saw, with train-side LIDC nodules placed into them as positives.
 """
 

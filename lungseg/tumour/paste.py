@@ -44,6 +44,7 @@ class PasteParams:
     # scan to scan), so heart, great vessels and liver dome come into view as tissue that is not tumour
     region_grow_probability: float = 0.0  # 0.5 tried (see the model card); the shipped model used 0
     region_grow_px: float = 10.0  # 15 mm at 1.5 mm pixels
+    negative_slice_share: float = 0.25  # samples centred on a host's hard negatives, when it has any
 
 
 @dataclass
@@ -56,6 +57,7 @@ class HostSlices:
     lungs: np.ndarray  # bool, the tight lungs (where sprites go)
     gtv: np.ndarray  # bool, the real tumours
     raw: np.ndarray | None = None  # uint8, the same slices not isolated (for the grown regions)
+    negative: np.ndarray | None = None  # bool, hard negatives: automatic lesions a reviewer rejected
 
     @property
     def gtv_slices(self) -> np.ndarray:
@@ -187,9 +189,11 @@ def make_sample(hosts: list[HostSlices], bank: dict[str, list[Sprite]], rng: np.
     c, size = params.context, params.crop
     n = len(host.image)
     on_gtv = host.gtv_slices.size and rng.random() < params.gtv_slice_share
-    k = int(rng.choice(host.gtv_slices if on_gtv else host.lung_slices))
+    negative_slices = np.flatnonzero(host.negative.any(axis=(1, 2))) if host.negative is not None else np.zeros(0, int)
+    on_negative = not on_gtv and negative_slices.size and rng.random() < params.negative_slice_share
+    k = int(rng.choice(host.gtv_slices if on_gtv else (negative_slices if on_negative else host.lung_slices)))
     idx = np.clip(np.arange(k - c, k + c + 1), 0, n - 1)  # edge slices repeated, as at inference
-    anchors = np.flatnonzero(host.gtv[k] if on_gtv else host.region[k])
+    anchors = np.flatnonzero(host.gtv[k] if on_gtv else (host.negative[k] if on_negative else host.region[k]))
     ay, ax = np.unravel_index(int(rng.choice(anchors)), host.region[k].shape)
     h, w = host.region.shape[1:]
     y0, x0 = _window(h, size, int(ay), rng), _window(w, size, int(ax), rng)
