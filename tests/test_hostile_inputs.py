@@ -380,7 +380,7 @@ def test_out_that_cannot_be_written_is_one_line(where, match, env, capsys):
     ["export", "demo", "--mask", "{ok}", "--format", "seg", "--out", "{ok}", "--ct-out", "{file}"],
     ["evaluate", "--cases", "{env}", "--csv", "{out}"],
     ["batch", "demo", "--out", "{missing}"],
-    ["train", "--synthetic", "1", "--epochs", "1", "--out", "{out}"],
+    ["train", "--data", "{env}", "--out", "{out}"],
     ["train-lesion", "{env}", "--out", "{missing}"],
 ])
 def test_every_command_checks_its_output_paths_first(argv, env, capsys):

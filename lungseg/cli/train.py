@@ -11,6 +11,9 @@ from pathlib import Path
 
 
 def cmd_train(args) -> int:
+    from lungseg.cli.common import check_output
+
+    check_output(args.out, suffixes=(".pt",))  # before hours of training, not after
     import torch
 
     from lungseg.training import TrainSpec, train_model
