@@ -85,7 +85,7 @@ def test_model_page_shows_the_model_in_use_and_switches_it(models_dir, monkeypat
 
     monkeypatch.setattr(installed, "MODELS_DIR", models_dir)
     monkeypatch.delenv("LUNGSEG_DEPARTMENT", raising=False)
-    page = AppTest.from_file(str(REPO_MODELS.parent / "pages" / "7_Model.py"), default_timeout=60).run()
+    page = AppTest.from_file(str(REPO_MODELS.parent / "pages" / "7_Tumour_network.py"), default_timeout=60).run()
     assert not page.exception
     text = " ".join(m.value for m in page.markdown)
     assert "**In use:** `lungseg_unet.pt`" in text and "Model card — `lungseg_unet.pt`" in text

@@ -162,7 +162,7 @@ def test_evaluate_cases_is_stratified(msd_folder, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--data", "/nonexistent/cases"], "no such file or folder"),
     (["--data", "{msd}", "--folds", "loo"], "at least two patients"),
-    (["--data", "{msd}", "--out", "{tmp}/weights.bin"], "must end in .pt"),
+    (["--data", "{msd}", "--out", "{tmp}/weights.bin"], "ending in .pt"),
     (["--data", "pacs:modality=CT"], "patient-id="),
 ])
 def test_bad_training_input_is_one_line(args, words, msd_folder, tmp_path, capsys):

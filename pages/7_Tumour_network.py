@@ -9,7 +9,7 @@ from lungseg.errors import LungsegError
 from lungseg.installed_models import chosen_model, choose_model, list_models, read_card
 from lungseg_app import gate
 
-st.set_page_config(page_title="Model", layout="wide")
+st.set_page_config(page_title="Tumour network", layout="wide")
 st.title("Automatic model")
 user = gate.require_user()
 
