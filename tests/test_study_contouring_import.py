@@ -217,3 +217,25 @@ def test_a_contour_off_the_case_grid_is_refused_and_nothing_is_imported(known, t
     (folder / "c3" / "dr_c__sideways.nii.gz").write_bytes(b"")
     assert cli_main(["study", "import-contours", str(folder), "--db", str(db), "--study", "ext"]) == 2
     assert "arm must be scratch or assisted" in capsys.readouterr().err
+
+
+def test_a_contour_whose_header_names_a_file_outside_the_folder_is_refused_unread(known, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "contours"
+    shutil.copytree(known["folder"], folder)
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(np.ones(int(np.prod(SHAPE)), np.uint8).tobytes())  # would read as a valid all-ones mask
+    z, y, x = SHAPE
+    (folder / "c3" / "dr_c__assisted.nii.gz").unlink(missing_ok=True)
+    (folder / "c3" / "dr_c__assisted.mha").write_text(
+        f"ObjectType = Image\nNDims = 3\nDimSize = {x} {y} {z}\nElementType = MET_UCHAR\n"
+        f"ElementSpacing = {' '.join(map(str, SPACING_XYZ))}\nElementDataFile = ../../secret.raw\n")
+    db = tmp_path / "s.db"
+    assert cli_main(["study", "import-times", str(known["times_csv"]), "--db", str(db), "--study", "ext"]) == 0
+    capsys.readouterr()
+    assert cli_main(["study", "import-contours", str(folder), "--db", str(db), "--study", "ext"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dr_c__assisted.mha" in err and "outside" in err and "\n" not in err
+    with StudyStore(db) as s:
+        assert all(r["mask_voxels"] is None for r in s.readings_table("ext"))

@@ -173,8 +173,10 @@ def _case_mask(path: Path, ct) -> PackedMask | None:
     """A mask file on the case's CT grid, on the canonical grid (None when empty)."""
     import SimpleITK as sitk
 
+    from lungseg.imaging.io import check_image_data_files
     from lungseg.imaging.volume import Grid
 
+    check_image_data_files(path)  # a header naming a data file outside its own folder is refused, not read
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
