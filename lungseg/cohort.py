@@ -235,7 +235,7 @@ def process_case(case: CohortCase, out: str, model: str | None = None) -> dict:
     Never raises for a bad case: a failure is a row with status ``failed`` and its one-line reason.
     """
     from lungseg.case import AutomaticSource, CaseSource, ResultCache, model_version, open_case_progressively
-    from lungseg.cli.common import write_mask
+    from lungseg.imaging.io import write_mask
 
     t0 = time.perf_counter()
     out_dir = Path(out)

@@ -15,7 +15,8 @@ from lungseg.errors import LungsegError
 
 def cmd_lungs(args: argparse.Namespace) -> int:
     from lungseg.case import open_case_progressively
-    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
+    from lungseg.cli.common import case_source, check_output, print_warnings
+    from lungseg.imaging.io import write_mask
 
     check_output(args.out)
     check_output(args.region_out, "--region-out")

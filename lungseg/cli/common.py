@@ -71,22 +71,6 @@ def check_output(path: str | Path | None, option: str = "--out", *, suffixes: tu
     return p
 
 
-def write_mask(loaded, mask, path: str | Path) -> Path:
-    """A canonical-grid mask written onto the input's own grid (uint8, compressed)."""
-    import SimpleITK as sitk
-
-    from lungseg.errors import InputError
-
-    out = Path(path)
-    try:
-        sitk.WriteImage(loaded.mask_to_source(mask), str(out), useCompression=True)
-    except RuntimeError as exc:
-        Path(out).unlink(missing_ok=True)
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise InputError(f"{out}: cannot write the mask ({lines[-1][:160] if lines else 'write failed'})") from None
-    return out
-
-
 def print_warnings(loaded) -> None:
     """What reading the CT noted (series skipped, others in the folder, files skipped), one line each."""
     import sys

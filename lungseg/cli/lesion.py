@@ -25,7 +25,8 @@ def cmd_segment_lesion(args) -> int:
     from lungseg.imaging.io import load_ct
     from lungseg.lesion.segment import DEFAULT_LESION_MODEL, LesionPredictor
 
-    from lungseg.cli.common import check_output, print_warnings, write_mask
+    from lungseg.cli.common import check_output, print_warnings
+    from lungseg.imaging.io import write_mask
 
     point = parse_point(args.at)
     out = check_output(args.out)
@@ -37,7 +38,6 @@ def cmd_segment_lesion(args) -> int:
     t2 = time.perf_counter()
     result = predictor.segment(loaded.volume, point)
     write_mask(loaded, result.mask, out)
-    t3 = time.perf_counter()
     print(f"{loaded.label}: {result.summary()}; load {t1 - t0:.2f} s, model {t2 - t1:.2f} s, "
           f"click {result.seconds:.2f} s; wrote {out}")
     return 0

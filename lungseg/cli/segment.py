@@ -13,7 +13,8 @@ from lungseg.errors import LungsegError
 
 
 def cmd_segment(args) -> int:
-    from lungseg.cli.common import case_source, check_output, print_warnings, write_mask
+    from lungseg.cli.common import case_source, check_output, print_warnings
+    from lungseg.imaging.io import write_mask
 
     check_output(args.out)  # before torch is imported and the model loaded
     check_output(args.prob_out, "--prob-out")

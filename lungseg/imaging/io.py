@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -1108,3 +1107,15 @@ def load_contour(path: str | os.PathLike, ct: LoadedCT, roi: str | None = None) 
     if mod == "SEG":
         return load_seg(_read_dicom(p, "SEG", pixels=True), ct, roi)
     raise ContourError(f"{p.name}: a {mod or 'non-contour'} file, not an RTSTRUCT, SEG or label image")
+
+
+def write_mask(loaded, mask, path: str | Path) -> Path:
+    """A canonical-grid mask written onto the input's own grid (uint8, compressed)."""
+    out = Path(path)
+    try:
+        sitk.WriteImage(loaded.mask_to_source(mask), str(out), useCompression=True)
+    except RuntimeError as exc:
+        Path(out).unlink(missing_ok=True)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise InputError(f"{out}: cannot write the mask ({lines[-1][:160] if lines else 'write failed'})") from None
+    return out
