@@ -25,6 +25,9 @@ def _cache_dir(tmp_path_factory):
     # a per-run cache so tests never depend on what an earlier run left behind
     if "LUNGSEG_CACHE" not in os.environ:
         os.environ["LUNGSEG_CACHE"] = str(tmp_path_factory.mktemp("lungseg-cache"))
+    # and a per-run database (and the model choice beside it): no test writes data/lungseg.db of the checkout
+    if "LUNGSEG_DB" not in os.environ:
+        os.environ["LUNGSEG_DB"] = str(tmp_path_factory.mktemp("lungseg-db") / "lungseg.db")
     yield
 
 
