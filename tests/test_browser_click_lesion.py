@@ -39,7 +39,7 @@ def open_lung1_001(page):
     page.get_by_role("button", name="Open this case").click()
     f = viewer_frame(page)
     expect(f.locator("#label")).to_have_text("LUNG1-001", timeout=LONG)
-    expect(f.locator("body[data-layers*='automatic tumour'][data-ct='ready']")).to_have_count(1, timeout=LONG)
+    expect(f.locator("body[data-layers*='GTV-auto'][data-ct='ready']")).to_have_count(1, timeout=LONG)
 
 
 def stored_versions(env) -> list:
